@@ -1,0 +1,1 @@
+"""slidemil extract package."""

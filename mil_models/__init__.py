@@ -1,0 +1,1 @@
+"""slidemil mil_models package."""

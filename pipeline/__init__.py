@@ -1,0 +1,1 @@
+"""slidemil pipeline package."""

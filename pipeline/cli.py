@@ -1,0 +1,85 @@
+"""The ``slidemil`` command line: one sub-command per stage.
+
+Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``DEFAULTS`` (its
+``params.yaml`` section), optionally ``add_arguments(parser)``, and ``run(params, args) -> int``.
+Stage modules keep heavy imports (torch, mlflow, …) inside ``run`` so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pipeline.errors import SlidemilError
+from pipeline.params import load_params
+
+STAGES = {
+    "tile": "pipeline.stages.tile",
+    "extract": "pipeline.stages.extract",
+    "import-features": "pipeline.stages.import_features",
+    "split": "pipeline.stages.split",
+    "train": "pipeline.stages.train",
+    "probe": "pipeline.stages.probe",
+    "zeroshot": "pipeline.stages.zeroshot",
+    "report": "pipeline.stages.report",
+}
+
+log = logging.getLogger("slidemil")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", help="params file (default: ./params.yaml)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. --set tile.target_mpp=1.0 (repeatable; same syntax as dvc exp run -S)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per stage (modules imported to read their options)."""
+    parser = argparse.ArgumentParser(
+        prog="slidemil",
+        description="Whole-slide image pipeline: tile → extract → split → train / probe / zeroshot → report. "
+        "Run from the project folder; every stage reads params.yaml there.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    common = _common_options()
+    for name, module_name in STAGES.items():
+        module = importlib.import_module(module_name)
+        stage_parser = sub.add_parser(
+            name, help=module.HELP, description=module.__doc__, parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(stage_parser)
+        stage_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``slidemil``; returns the process exit code (2 on a user error)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        params = load_params(args.params, args.overrides)
+        return int(args._module.run(params, args) or 0)
+    except SlidemilError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

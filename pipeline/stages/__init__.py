@@ -1,0 +1,1 @@
+"""One thin module per stage: parse params, call pure functions, write outputs."""
