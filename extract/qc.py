@@ -1,0 +1,47 @@
+"""QC image of a tiled slide: the overview with the tissue contour and the kept patch grid drawn on it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+TISSUE_COLOR = (0, 200, 0)  # RGB green contour
+PATCH_COLOR = (30, 60, 255)  # RGB blue patch outlines
+UNREADABLE_COLOR = (255, 0, 0)  # RGB red: regions that could not be decoded
+
+
+def draw_qc(overview: np.ndarray, downsample: float, mask: np.ndarray, coords: np.ndarray, patch_size_level0: int,
+            unreadable: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+    """Draw tissue contour, patch squares and unreadable regions on a copy of the overview.
+
+    Args:
+        overview: uint8 [h, w, 3] RGB; ``downsample`` level-0 px per overview px.
+        mask: bool [hm, wm] tissue mask (any resolution covering the same area; resized here).
+        coords: int64 [N, 2] kept patches (x, y) level-0 px; ``patch_size_level0`` their side.
+        unreadable: level-0 boxes (x, y, w, h) that could not be decoded.
+
+    Returns:
+        uint8 [h, w, 3] RGB.
+    """
+    image = np.ascontiguousarray(overview.copy())
+    h, w = image.shape[:2]
+    mask_up = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask_up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    thick = max(1, round(max(h, w) / 500))
+    cv2.drawContours(image, contours, -1, TISSUE_COLOR, thick)
+    side = patch_size_level0 / downsample
+    for x, y in np.asarray(coords).reshape(-1, 2):
+        x0, y0 = x / downsample, y / downsample
+        cv2.rectangle(image, (round(x0), round(y0)), (round(x0 + side) - 1, round(y0 + side) - 1), PATCH_COLOR, 1)
+    for x, y, bw, bh in unreadable or []:
+        cv2.rectangle(image, (round(x / downsample), round(y / downsample)),
+                      (round((x + bw) / downsample), round((y + bh) / downsample)), UNREADABLE_COLOR, thick)
+    return image
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an RGB uint8 [h, w, 3] image."""
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()

@@ -1,0 +1,170 @@
+"""Slide readers behind :class:`extract.slide.Slide`: OpenSlide, tifffile (+Zarr) and plain images (Pillow).
+
+Each backend exposes ``name``, ``level_dimensions`` [(W, H)], ``level_downsamples`` [float],
+``properties`` (OpenSlide property names, text values), ``read(x0, y0, level, w, h) -> uint8 [h, w, 3]``
+(location in level-0 px, size in px at ``level``; outside the image is white) and ``close()``.
+Backends do not catch read errors: :class:`extract.slide.Slide` turns them into ``PatchReadError``.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+#: Extensions read with Pillow as single-level slides (ROI datasets; mpp from the cohort table).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+
+_RESOLUTION_UNITS = {1: "none", 2: "inch", 3: "centimeter"}
+
+
+def _white(h: int, w: int) -> np.ndarray:
+    return np.full((h, w, 3), 255, dtype=np.uint8)
+
+
+def _paste_clipped(source, x: int, y: int, w: int, h: int, width: int, height: int) -> np.ndarray:
+    """Read ``source[y:y+h, x:x+w]`` (array-like [H, W, C]) with white where it falls outside."""
+    out = _white(h, w)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 > x0 and y1 > y0:
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = _to_rgb(np.asarray(source[y0:y1, x0:x1]))
+    return out
+
+
+def _to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """uint8 RGB [h, w, 3] from gray [h, w], gray+alpha, RGB or RGBA (alpha composited on white)."""
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixel type {pixels.dtype} is not 8-bit; only 8-bit brightfield/RGB slides are supported")
+    if pixels.ndim == 2:
+        return np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.shape[2] in (2, 4):
+        alpha = pixels[..., -1:].astype(np.uint16)
+        color = pixels[..., :-1].astype(np.uint16)
+        rgb = (color * alpha + 255 * (255 - alpha)) // 255
+        return np.repeat(rgb, 3, axis=2).astype(np.uint8) if rgb.shape[2] == 1 else rgb.astype(np.uint8)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
+class OpenSlideBackend:
+    """Any format OpenSlide reads (SVS, generic/pyramidal TIFF, NDPI, MRXS, DICOM, Philips, BIF, SCN)."""
+
+    name = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._slide = openslide.OpenSlide(str(path))
+        self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
+        self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
+        self.properties = dict(self._slide.properties)
+
+    def read(self, x0: int, y0: int, level: int, w: int, h: int) -> np.ndarray:
+        region = self._slide.read_region((x0, y0), level, (w, h))  # RGBA, transparent outside the scan
+        return _to_rgb(np.asarray(region))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiffBackend:
+    """TIFFs OpenSlide refuses or under-reads: OME-TIFF with SubIFD pyramids, plain single-level TIFF.
+
+    Regions are read lazily through tifffile's Zarr store, so only the tiles/strips touched are decoded.
+    """
+
+    name = "tifffile"
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+        import zarr
+
+        self._tif = tifffile.TiffFile(str(path))
+        try:
+            series = self._tif.series[0]
+            axes = series.axes
+            if axes not in ("YX", "YXS") or (axes == "YXS" and series.shape[-1] not in (3, 4)):
+                raise ValueError(
+                    f"image layout {axes} {series.shape} is not a 2-D gray or RGB(A) plane; "
+                    "multi-channel/Z/T stacks are not supported"
+                )
+            store = zarr.open(series.aszarr(), mode="r")
+            self._levels = [store[str(i)] for i in range(len(series.levels))] if hasattr(store, "keys") else [store]
+            self.level_dimensions = [(int(a.shape[1]), int(a.shape[0])) for a in self._levels]
+            w0, h0 = self.level_dimensions[0]
+            self.level_downsamples = [(w0 / w + h0 / h) / 2 for w, h in self.level_dimensions]
+            self.properties = _tiff_properties(self._tif, series)
+        except Exception:
+            self._tif.close()
+            raise
+
+    def read(self, x0: int, y0: int, level: int, w: int, h: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        width, height = self.level_dimensions[level]
+        return _paste_clipped(self._levels[level], round(x0 / ds), round(y0 / ds), w, h, width, height)
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+class ImageBackend:
+    """A plain image (PNG, JPEG, …) as a single-level slide; the whole image is decoded once on open."""
+
+    name = "image"
+
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.width * image.height > max_pixels:
+                raise ValueError(
+                    f"{image.width}x{image.height} px exceeds the memory budget for a plain image; "
+                    "convert it to a tiled pyramidal TIFF"
+                )
+            image.load()
+            self._pixels = _to_rgb(np.asarray(image.convert("RGBA") if image.mode in ("P", "LA", "PA") else image))
+        height, width = self._pixels.shape[:2]
+        self.level_dimensions = [(width, height)]
+        self.level_downsamples = [1.0]
+        self.properties: dict[str, str] = {}
+
+    def read(self, x0: int, y0: int, level: int, w: int, h: int) -> np.ndarray:
+        width, height = self.level_dimensions[0]
+        return _paste_clipped(self._pixels, x0, y0, w, h, width, height)
+
+    def close(self) -> None:
+        self._pixels = _white(0, 0)
+
+
+def _tiff_properties(tif, series) -> dict[str, str]:
+    """OpenSlide-style properties from the TIFF tags and OME-XML PhysicalSize."""
+    page = series.levels[0].keyframe
+    props: dict[str, str] = {}
+    for axis in ("X", "Y"):
+        tag = page.tags.get(f"{axis}Resolution")
+        if tag is not None:
+            num, den = tag.value
+            props[f"tiff.{axis}Resolution"] = repr(num / den) if den else "0"
+    unit = page.tags.get("ResolutionUnit")
+    if unit is not None:
+        props["tiff.ResolutionUnit"] = _RESOLUTION_UNITS.get(int(unit.value), str(int(unit.value)))
+    props["tiff.ImageDescription"] = page.description or ""
+    if tif.is_ome and tif.ome_metadata:
+        props.update(_ome_physical_size(tif.ome_metadata))
+    return props
+
+
+def _ome_physical_size(xml: str) -> dict[str, str]:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return {}
+    props = {}
+    for axis in ("X", "Y"):
+        if f"PhysicalSize{axis}" in pixels.attrib:
+            props[f"ome.PhysicalSize{axis}"] = pixels.attrib[f"PhysicalSize{axis}"]
+            props[f"ome.PhysicalSize{axis}Unit"] = pixels.attrib.get(f"PhysicalSize{axis}Unit", "µm")
+    return props

