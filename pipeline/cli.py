@@ -2,6 +2,7 @@
 
 Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``DEFAULTS`` (its
 ``params.yaml`` section), optionally ``add_arguments(parser)``, and ``run(params, args) -> int``.
+A stage that can run outside a project folder sets ``NEEDS_PARAMS = False``.
 Stage modules keep heavy imports (torch, mlflow, …) inside ``run`` so ``--help`` stays fast.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from pipeline.errors import SlidemilError
 from pipeline.params import load_params
@@ -74,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        params = load_params(args.params, args.overrides)
+        needs_params = getattr(args._module, "NEEDS_PARAMS", True)
+        if needs_params or Path(args.params).is_file():
+            params = load_params(args.params, args.overrides)
+        else:
+            params = {}
         return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:
         log.error("%s", exc)

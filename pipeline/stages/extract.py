@@ -1,0 +1,175 @@
+"""Encode the patches of every tiled slide into the feature store data/features/<encoder_id>.zarr.
+
+Reads the `extract:` section of params.yaml and the tiles store (data/tiles), writes one group per slide
+(features [N, D], coords [N, 2] in tile order) and data/features/manifest.csv (one row per cohort slide:
+status, reason, patches, read/encode seconds, patches/s).
+
+Resumable: a slide group becomes visible only when complete; a finished group is not recomputed unless the
+encoder (id, weights, preprocessing), the tiling or the dtype changed. Several runs (or dask workers) may
+share one store: each slide group has one writer at a time.
+
+The default encoder is conch_v1. Its weights come from extract.checkpoint, else env CONCH_CHECKPOINT;
+without either, synthetic weights are used (features are then meaningless: a WARNING is logged and the
+store records weights_sha256 "synthetic:1").
+
+Scale-out (extract.scheduler): `none` runs in this process; `local` starts a dask LocalCluster of
+extract.n_workers processes (one per GPU on CUDA); `tcp://host:8786` sends one task per slide to that
+scheduler (e.g. a dask-jobqueue SLURM cluster), whose workers must see the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ParamsError
+from pipeline.params import stage_params
+
+HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
+
+DEFAULTS: dict[str, Any] = {
+    "encoder": "conch_v1",  # registered encoder name (slidemil extract --list-encoders) or timm:<model>
+    "checkpoint": "",  # weights file; "" → env CONCH_CHECKPOINT for conch_v1, else synthetic (WARNING)
+    "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    "device": "auto",  # auto | cpu | cuda | cuda:<i>
+    "batch_size": "auto",  # patches per batch (auto: 256 on CUDA, 16 on CPU)
+    "num_workers": "auto",  # patch-reader threads (auto: cores - 1 on CUDA, 2 on CPU)
+    "scheduler": "none",  # none | local | tcp://host:8786
+    "n_workers": 2,  # dask workers of scheduler=local on CPU (on CUDA: one per GPU)
+    "dtype": "float32",  # float32 | float16 (stored features)
+    "tiles": "data/tiles",  # tiles store (output of `slidemil tile`)
+    "output": "data/features",  # folder of <encoder_id>.zarr and manifest.csv
+    "fail_if": "all_failed",  # exit code 1 when: all_failed | any_failed | never
+}
+
+FAIL_IF = ("all_failed", "any_failed", "never")
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list-encoders", action="store_true", help="print the registered encoders and exit")
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Extract features for every slide of the tiles manifest; returns the exit code (see ``fail_if``)."""
+    section = stage_params(params, "extract", DEFAULTS)
+    if getattr(args, "list_encoders", False):
+        from extract.encoders import list_encoders
+
+        print("\n".join(list_encoders()))
+        return 0
+    _validate(section)
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from extract.distributed import get_encoder, resolve_device, run_jobs
+    from extract.extraction import (
+        MANIFEST_COLUMNS,
+        ExtractionConfig,
+        SlideJob,
+        default_batch_size,
+        default_num_workers,
+    )
+    from extract.tiles import open_tiles
+    from pipeline.atomic import write_csv
+
+    device = resolve_device(section["device"])
+    config = ExtractionConfig(
+        encoder=section["encoder"],
+        checkpoint=_checkpoint(section),
+        device=section["device"] if section["scheduler"] != "none" else device,
+        precision=section["precision"],
+        batch_size=_auto_int(section, "batch_size", default_batch_size(device)),
+        num_workers=_auto_int(section, "num_workers", default_num_workers(device)),
+        dtype=section["dtype"],
+        tiles=section["tiles"],
+        store="",
+    )
+    # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
+    encoder = get_encoder(replace(config, device=device))
+    store_path = Path(section["output"]) / f"{_safe(encoder.id)}.zarr"
+    config = replace(config, store=str(store_path))
+
+    manifest = open_tiles(section["tiles"]).manifest()
+    jobs = [SlideJob(str(r.slide_id), str(r.status), "" if pd.isna(r.reason) else str(r.reason))
+            for r in manifest.itertuples()]
+    log.info("extract: %d slides, encoder %s (%s, weights %s) on %s, batch %d, %d reader threads → %s",
+             len(jobs), encoder.id, encoder.precision, encoder.weights_sha256, device, config.batch_size,
+             config.num_workers, store_path)
+
+    t0 = time.perf_counter()
+    n_tiles = int(pd.to_numeric(manifest.get("n_patches", pd.Series(dtype=float)), errors="coerce").fillna(0).sum())
+    with tqdm(total=len(jobs), desc="slides", unit="slide", position=0) as slides_bar, \
+         tqdm(total=n_tiles, desc="patches", unit="patch", position=1, smoothing=0.1) as patch_bar:
+
+        def on_result(row: dict[str, Any]) -> None:
+            slides_bar.update(1)
+            if row["status"] == "failed":
+                log.warning("slide %s failed: %s", row["slide_id"], row["reason"])
+            elif row["reason"].startswith("up to date"):
+                patch_bar.total = max(0, patch_bar.total - int(row.get("n_patches") or 0))
+
+        rows = run_jobs(jobs, config, section["scheduler"], section["n_workers"], on_result, patch_bar.update)
+    frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
+    write_csv(Path(section["output"]) / "manifest.csv", frame)
+
+    seconds = time.perf_counter() - t0
+    counts = frame["status"].value_counts().to_dict()
+    computed = frame["reason"].fillna("").str.startswith("computed")
+    n_patches = int(frame.loc[computed, "n_patches"].fillna(0).sum())
+    log.info(
+        "extract: %d slides (%s); %d computed, %d up to date; %d patches in %.1f s (%.1f patches/s) → %s",
+        len(frame), ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), int(computed.sum()),
+        int(frame["reason"].fillna("").str.startswith("up to date").sum()), n_patches, seconds,
+        n_patches / seconds if seconds else 0.0, store_path,
+    )
+    failed = int(counts.get("failed", 0))
+    if section["fail_if"] == "any_failed" and failed:
+        return 1
+    if section["fail_if"] == "all_failed" and failed and failed == len(frame) - int(counts.get("skipped", 0)):
+        return 1
+    return 0
+
+
+def _validate(section: dict[str, Any]) -> None:
+    if section["dtype"] not in ("float32", "float16"):
+        raise ParamsError(f"extract.dtype must be float32 or float16, got {section['dtype']!r}")
+    if section["fail_if"] not in FAIL_IF:
+        raise ParamsError(f"extract.fail_if must be one of {', '.join(FAIL_IF)}, got {section['fail_if']!r}")
+    scheduler = str(section["scheduler"])
+    if scheduler not in ("none", "local") and "://" not in scheduler:
+        raise ParamsError(f"extract.scheduler must be none, local or a scheduler address like tcp://host:8786, "
+                          f"got {scheduler!r}")
+    for key in ("batch_size", "num_workers"):
+        value = section[key]
+        if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ParamsError(f"extract.{key} must be a positive integer or auto, got {value!r}")
+
+
+def _auto_int(section: dict[str, Any], key: str, default: int) -> int:
+    return default if section[key] == "auto" else int(section[key])
+
+
+def _checkpoint(section: dict[str, Any]) -> str | None:
+    """The weights to load: the param, else env CONCH_CHECKPOINT (conch_v1), else synthetic with a WARNING."""
+    checkpoint = str(section["checkpoint"] or "")
+    if checkpoint or section["encoder"] != "conch_v1":
+        return checkpoint or None
+    if os.environ.get("CONCH_CHECKPOINT"):
+        return os.environ["CONCH_CHECKPOINT"]
+    log.warning(
+        "!!! extract.checkpoint is empty and CONCH_CHECKPOINT is not set: using SYNTHETIC conch_v1 weights "
+        "(weights_sha256 synthetic:1). Features are NOT meaningful; set CONCH_CHECKPOINT=/path/to/"
+        "pytorch_model.bin for real CONCH features. !!!"
+    )
+    return "synthetic:1"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

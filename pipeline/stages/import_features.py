@@ -1,0 +1,161 @@
+"""Import precomputed patch features (CLAM / TRIDENT ``.h5``, or ``.pt``) into a slidemil feature store.
+
+Each file becomes one slide group (slide_id = file name without extension) with features [N, D] and coords
+[N, 2] level-0 (x, y), so `train`/`probe` read them like features from `slidemil extract`.
+
+- ``.h5``: datasets ``features`` ([N, D] or [1, N, D]) and ``coords`` [N, 2]; attributes (patch size,
+  magnification, encoder) are taken from the file (dataset or file attributes) when present.
+- ``.pt``: a tensor [N, D] (CLAM ``pt_files``; coords then come from the ``.h5`` of the same name in the
+  same folder or in a sibling ``h5_files`` folder) or a dict with ``features`` and ``coords``.
+
+Encoder id, patch size and magnification must be known: from the files or from --encoder-id,
+--patch-size, --magnification; a missing one is refused with a message naming the file. Files already
+imported unchanged are not rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ParamsError, StoreError
+
+HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
+NEEDS_PARAMS = False  # runs outside a project folder too
+DEFAULTS: dict[str, Any] = {}
+ENCODER_KEYS = ("encoder_id", "encoder", "model_name", "patch_encoder")
+PATCH_SIZE_KEYS = ("patch_size_level0", "patch_size")
+MAGNIFICATION_KEYS = ("target_magnification", "magnification")
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="folder of .h5 / .pt feature files (one per slide)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="store folder (default: data/features/<encoder_id>.zarr)")
+    parser.add_argument("--encoder-id", default=None, help="encoder that made the features, if not in the files")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="patch side in level-0 px, if not in the files")
+    parser.add_argument("--magnification", type=float, default=None,
+                        help="magnification of the patches (e.g. 20), if not in the files")
+    parser.add_argument("--weights-sha256", default="unknown", help="hash of the encoder weights, if known")
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Import every feature file of ``args.input``; returns 0, or 1 when no file could be imported."""
+    from tqdm import tqdm
+
+    from extract.store import FeatureStoreWriter, inputs_digest
+
+    folder = Path(args.input)
+    files = sorted(folder.glob("*.h5")) + sorted(folder.glob("*.pt"))
+    if not files:
+        raise ParamsError(f"{folder}: no .h5 or .pt feature files found")
+    h5_stems = {f.stem for f in files if f.suffix == ".h5"}
+    files = [f for f in files if not (f.suffix == ".pt" and f.stem in h5_stems)]  # the .h5 already has both
+    writer = None
+    n_ok = 0
+    for path in tqdm(files, desc="import", unit="slide"):
+        features, coords, attrs = read_feature_file(path)
+        attrs = _complete_attrs(path, attrs, args)
+        if writer is None:
+            output = args.output or Path("data/features") / f"{attrs['encoder_id']}.zarr"
+            writer = FeatureStoreWriter(output, attrs["encoder_id"], args.weights_sha256, features.shape[1])
+        stat = path.stat()
+        digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                                **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
+        if writer.is_up_to_date(path.stem, digest):
+            n_ok += 1
+            continue
+        with writer.lock(path.stem) as lock:
+            writer.write_slide(path.stem, features, coords, {**attrs, "inputs_digest": digest}, lock)
+        n_ok += 1
+    log.info("import-features: %d of %d files imported into %s", n_ok, len(files), writer.path if writer else "-")
+    return 0 if n_ok else 1
+
+
+def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """features [N, D] float32, coords [N, 2] int64 and the attributes found in a CLAM/TRIDENT file.
+
+    Raises:
+        StoreError: no features/coords in the file, or their row counts differ.
+    """
+    if path.suffix == ".h5":
+        features, coords, attrs = _read_h5(path)
+    else:
+        features, coords, attrs = _read_pt(path)
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim == 3 and features.shape[0] == 1:
+        features = features[0]
+    coords = np.asarray(coords).reshape(-1, 2).astype(np.int64)
+    if features.ndim != 2 or len(features) != len(coords):
+        raise StoreError(f"{path}: features {features.shape} and coords {coords.shape} do not align "
+                         "(need [N, D] and [N, 2])")
+    return features, coords, attrs
+
+
+def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "features" not in f or "coords" not in f:
+            raise StoreError(f"{path}: an .h5 feature file needs datasets 'features' and 'coords', "
+                             f"found {sorted(f.keys())}")
+        attrs: dict[str, Any] = {}
+        for source in (f.attrs, f["coords"].attrs, f["features"].attrs):
+            attrs.update({k: _plain(v) for k, v in source.items()})
+        return f["features"][...], f["coords"][...], attrs
+
+
+def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict):
+        if "features" not in obj or "coords" not in obj:
+            raise StoreError(f"{path}: a .pt dict needs keys 'features' and 'coords', found {sorted(obj)}")
+        attrs = {k: _plain(v) for k, v in obj.items() if k not in ("features", "coords") and not torch.is_tensor(v)}
+        return np.asarray(obj["features"]), np.asarray(obj["coords"]), attrs
+    if not torch.is_tensor(obj):
+        raise StoreError(f"{path}: expected a tensor [N, D] or a dict with features/coords, got {type(obj).__name__}")
+    for h5 in (path.with_suffix(".h5"), path.parent.parent / "h5_files" / f"{path.stem}.h5"):
+        if h5.is_file():
+            _, coords, attrs = _read_h5(h5)
+            return obj.numpy(), coords, attrs
+    raise StoreError(f"{path}: holds features only; put the CLAM .h5 with its coords beside it or in "
+                     f"{path.parent.parent / 'h5_files'} (same name)")
+
+
+def _complete_attrs(path: Path, attrs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    encoder_id = args.encoder_id or _first(attrs, ENCODER_KEYS)
+    patch_size = args.patch_size or _first(attrs, PATCH_SIZE_KEYS)
+    magnification = args.magnification or _first(attrs, MAGNIFICATION_KEYS)
+    missing = [name for name, value in (("--encoder-id", encoder_id), ("--patch-size", patch_size),
+                                        ("--magnification", magnification)) if value in (None, "")]
+    if missing:
+        raise ParamsError(f"{path}: the file does not say its {', '.join(m.lstrip('-') for m in missing)}; "
+                          f"pass {' '.join(missing)}")
+    return {
+        "slide_id": path.stem, "encoder_id": str(encoder_id), "patch_size_level0": int(patch_size),
+        "magnification": float(magnification), "source_file": str(path.resolve()),
+        "source_attrs": {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool, list))},
+        "imported": True, "status": "ok", "dtype": "float32",
+    }
+
+
+def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((attrs[k] for k in keys if attrs.get(k) not in (None, "")), None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,271 @@
+"""The extract stage end to end on real slides with the tiny_test encoder: alignment, zero-patch slide,
+corrupt tile, non-finite output, up-to-date detection."""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from extract.encoders import create_encoder
+from extract.slide import open_slide
+from extract.store import open_features
+from extract.tiles import MANIFEST_COLUMNS, params_digest, slide_fingerprint, write_slide_tiles
+from pipeline.atomic import write_csv
+from pipeline.stages import extract as stage
+
+SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
+PATCH = 64
+
+
+def make_tiles(root, slides, digest_extra=""):
+    """A tiles store: {slide_id: (path, coords [N, 2])}; status no_tissue when N == 0."""
+    rows = []
+    for sid, (path, coords) in slides.items():
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+        status = "ok" if len(coords) else "no_tissue"
+        attrs = {"status": status, "slide_path": str(path), "mpp": 0.499, "mpp_source": "aperio", "level": 0,
+                 "target_mpp": 0.499, "patch_size": PATCH, "patch_size_level0": PATCH, "read_size": PATCH,
+                 "level_downsample": 1.0, "overlap": 0, "slide_fingerprint": slide_fingerprint(path),
+                 "params_digest": params_digest({"patch": PATCH, "x": digest_extra})}
+        write_slide_tiles(root, sid, coords, np.ones(len(coords), np.float32), attrs)
+        rows.append({"slide_id": sid, "status": status, "reason": "" if len(coords) else "no tissue found",
+                     "mpp": 0.499, "mpp_source": "aperio", "level": 0, "n_patches": len(coords),
+                     "tissue_mm2": 1.0, "seconds": 0.1})
+    write_csv(root / "manifest.csv", pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
+
+
+def grid(x0, y0, nx, ny, step=PATCH * 2):
+    return [(x0 + i * step, y0 + j * step) for j in range(ny) for i in range(nx)]
+
+
+def run_stage(tmp_path, **overrides):
+    section = {"encoder": "tiny_test", "device": "cpu", "batch_size": 4, "num_workers": 2,
+               "tiles": str(tmp_path / "tiles"), "output": str(tmp_path / "features"), **overrides}
+    code = stage.run({"extract": section}, argparse.Namespace(list_encoders=False))
+    manifest = pd.read_csv(tmp_path / "features" / "manifest.csv", dtype={"slide_id": str}, keep_default_na=False)
+    return code, manifest.set_index("slide_id")
+
+
+@pytest.fixture
+def svs(real_data):
+    return real_data / SVS
+
+
+def test_features_align_with_tiles_and_zero_patch_slide(tmp_path, svs):
+    coords = grid(200, 300, 3, 3)
+    make_tiles(tmp_path / "tiles", {"s1": (svs, coords), "empty": (svs, [])})
+    code, manifest = run_stage(tmp_path)
+    assert code == 0
+    assert manifest.loc["s1", "status"] == "ok" and manifest.loc["s1", "n_patches"] == 9
+    assert manifest.loc["empty", "status"] == "no_tissue"
+    store = open_features(tmp_path / "features" / "tiny_test.zarr")
+    features, stored_coords = store.load("s1")
+    np.testing.assert_array_equal(stored_coords, coords)
+    # row i is the encoding of the patch at coords[i] (read independently through OpenSlide)
+    encoder = create_encoder("tiny_test")
+    with open_slide(svs) as slide:
+        pixels = torch.from_numpy(np.stack([slide.read_region(xy, 0, (PATCH, PATCH)) for xy in coords]))
+    np.testing.assert_allclose(features, encoder(encoder.prepare_batch(pixels)).numpy(), rtol=1e-4, atol=1e-5)
+    empty_features, empty_coords = store.load("empty")
+    assert empty_features.shape == (0, 64) and empty_coords.shape == (0, 2)
+    attrs = store.attrs("s1")
+    assert attrs["encoder_id"] == "tiny_test" and attrs["weights_sha256"] == encoder.weights_sha256
+    assert attrs["preprocess"]["size"] == encoder.input_size and attrs["patch_size"] == PATCH
+    assert store.attrs("empty")["status"] == "no_tissue"
+
+
+def test_up_to_date_and_recompute_on_encoder_or_tiling_change(tmp_path, svs):
+    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 2)), "s2": (svs, grid(500, 500, 2, 1))})
+    run_stage(tmp_path)
+    created = open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"]
+    _, manifest = run_stage(tmp_path)
+    assert set(manifest["reason"]) == {"up to date (not recomputed)"}
+    assert open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"] == created
+    _, manifest = run_stage(tmp_path, checkpoint="random:1")  # other weights → recompute all
+    assert set(manifest["reason"]) == {"computed"}
+    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 2)), "s2": (svs, grid(500, 500, 2, 1))},
+               digest_extra="changed tiling")
+    _, manifest = run_stage(tmp_path, checkpoint="random:1")
+    assert set(manifest["reason"]) == {"computed"}
+
+
+def test_corrupt_tile_drops_that_patch(tmp_path, svs):
+    with open_slide(svs) as slide:
+        pixels = slide.read_region((0, 0), 0, (1024, 512))
+    path = tmp_path / "corrupt.tiff"
+    tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", resolution=(20040, 20040),
+                     resolutionunit="CENTIMETER")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[1]  # tile (row 0, col 1)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\0" * 64)
+    coords = [(0, 0), (256, 0), (512, 0), (0, 256)]  # (256, 0) lies in the corrupt tile
+    make_tiles(tmp_path / "tiles", {"c": (path, coords)})
+    code, manifest = run_stage(tmp_path)
+    assert code == 0 and manifest.loc["c", "status"] == "ok" and "dropped 1" in manifest.loc["c", "reason"]
+    store = open_features(tmp_path / "features" / "tiny_test.zarr")
+    features, kept = store.load("c")
+    assert features.shape == (3, 64)
+    np.testing.assert_array_equal(kept, [coords[0], coords[2], coords[3]])
+    dropped = store.attrs("c")["dropped_patches"]
+    assert [(d["row"], d["x"], d["y"]) for d in dropped] == [(1, 256, 0)]
+
+
+def test_non_finite_features_fail_the_slide(tmp_path, svs, monkeypatch):
+    make_tiles(tmp_path / "tiles", {"good": (svs, grid(0, 0, 2, 1)), "bad": (svs, grid(600, 600, 2, 1))})
+    real_call = type(create_encoder("tiny_test")).__call__
+
+    def nan_for_bad(self, x):
+        out = real_call(self, x)
+        return out * float("nan") if float(x.mean()) < 10 and self._poison else out
+
+    import extract.distributed as dist
+
+    monkeypatch.setattr(dist, "_ENCODERS", {})
+    encoder_cls = type(create_encoder("tiny_test"))
+    monkeypatch.setattr(encoder_cls, "_poison", False, raising=False)
+    monkeypatch.setattr(encoder_cls, "__call__", nan_for_bad)
+    original = dist.run_slide
+
+    def poisoned(job, config, encoder, **kw):
+        encoder._poison = job.slide_id == "bad"
+        return original(job, config, encoder, **kw)
+
+    monkeypatch.setattr(dist, "run_slide", poisoned)
+    code, manifest = run_stage(tmp_path)
+    assert manifest.loc["bad", "status"] == "failed" and "non-finite" in manifest.loc["bad", "reason"]
+    assert manifest.loc["good", "status"] == "ok" and code == 0
+    assert open_features(tmp_path / "features" / "tiny_test.zarr").slide_ids == ["good"]
+    code, _ = run_stage(tmp_path, fail_if="any_failed")
+    assert code == 1
+
+
+def test_skipped_tiles_are_reported(tmp_path, svs):
+    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 1, 1))})
+    manifest = pd.read_csv(tmp_path / "tiles" / "manifest.csv", dtype={"slide_id": str}, keep_default_na=False)
+    extra = {"slide_id": "broken", "status": "failed", "reason": "unreadable file"}
+    write_csv(tmp_path / "tiles" / "manifest.csv", pd.concat([manifest, pd.DataFrame([extra])]))
+    _, out = run_stage(tmp_path)
+    assert out.loc["broken", "status"] == "skipped" and "unreadable file" in out.loc["broken", "reason"]
+    shutil.rmtree(tmp_path / "features")
+
+
+# ------------------------------------------------------------- crash safety and concurrency (real processes)
+
+SLOW_RUN = textwrap.dedent("""
+    import argparse, json, sys, time
+    import extract.distributed as dist
+    from extract.encoders.base import Encoder
+    real_call = Encoder.__call__
+    def slow_call(self, x):
+        time.sleep(float(sys.argv[2]))
+        return real_call(self, x)
+    Encoder.__call__ = slow_call
+    real_run_jobs = dist.run_jobs
+    def run_jobs(*a, **k):
+        rows = real_run_jobs(*a, **k)
+        print("ROWS" + json.dumps(rows, default=str), flush=True)
+        return rows
+    dist.run_jobs = run_jobs
+    from pipeline.stages import extract as stage
+    sys.exit(stage.run({"extract": json.loads(sys.argv[1])}, argparse.Namespace(list_encoders=False)))
+""")
+
+
+def start_slow_run(tmp_path, sleep):
+    section = {"encoder": "tiny_test", "device": "cpu", "batch_size": 2, "num_workers": 1,
+               "tiles": str(tmp_path / "tiles"), "output": str(tmp_path / "features")}
+    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, json.dumps(section), str(sleep)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def three_slides(tmp_path, svs):
+    slides = {f"s{i}": (svs, grid(100 * i, 200 * i, 4, 2)) for i in range(1, 4)}
+    make_tiles(tmp_path / "tiles", slides)
+    return slides
+
+
+def reference_store(tmp_path, svs):
+    ref = tmp_path / "ref"
+    three_slides(ref, svs)
+    run_stage(ref)
+    return open_features(ref / "features" / "tiny_test.zarr")
+
+
+def assert_same_store(store, ref):
+    assert store.slide_ids == ref.slide_ids
+    for sid in ref.slide_ids:
+        for got, want in zip(store.load(sid), ref.load(sid), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_sigkill_mid_slide_then_resume(tmp_path, svs):
+    three_slides(tmp_path, svs)
+    zarr_path = tmp_path / "features" / "tiny_test.zarr"
+    proc = start_slow_run(tmp_path, sleep=0.4)  # 4 batches per slide: ~1.6 s per slide
+    deadline = time.monotonic() + 120
+    while not ((zarr_path / "s1" / "zarr.json").exists() and (zarr_path / ".locks" / "s2.lock").exists()):
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before slide 2 started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside slide 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = open_features(zarr_path)
+    assert store.slide_ids == ["s1"]  # no partial group of s2
+    created = store.attrs("s1")["created"]
+    _, manifest = run_stage(tmp_path)  # the dead writer's lock is broken
+    assert manifest.loc["s1", "reason"] == "up to date (not recomputed)"
+    assert manifest.loc["s2", "reason"] == manifest.loc["s3", "reason"] == "computed"
+    store = open_features(zarr_path)
+    assert store.attrs("s1")["created"] == created
+    assert_same_store(store, reference_store(tmp_path, svs))
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_share_the_store(tmp_path, svs):
+    three_slides(tmp_path, svs)
+    procs = [start_slow_run(tmp_path, sleep=0.2) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    runs = [json.loads(next(line for line in out.splitlines() if line.startswith("ROWS"))[4:]) for out in outputs]
+    for sid in ("s1", "s2", "s3"):
+        reasons = [row["reason"] for rows in runs for row in rows if row["slide_id"] == sid]
+        assert sorted(reasons) == ["computed", "up to date (not recomputed)"], (sid, reasons)  # computed once
+    assert_same_store(open_features(tmp_path / "features" / "tiny_test.zarr"), reference_store(tmp_path, svs))
+
+
+def test_device_preprocessing_matches_pil_reference(svs):
+    """uint8 → prepare_batch gives features within cosine 0.999 of the PIL reference path (and CONCH's
+    448-px bicubic geometry gives near-identical tensors)."""
+    from PIL import Image
+
+    from extract.encoders.preprocess import (
+        OPENAI_CLIP_MEAN,
+        OPENAI_CLIP_STD,
+        PilPreprocess,
+        Preprocessing,
+        prepare_batch,
+    )
+
+    with open_slide(svs) as slide:
+        patches = np.stack([slide.read_region(xy, 0, (512, 512)) for xy in grid(100, 100, 3, 2, step=512)])
+    encoder = create_encoder("tiny_test")
+    ref = encoder(torch.stack([encoder.preprocess(Image.fromarray(p)) for p in patches]))
+    dev = encoder(encoder.prepare_batch(torch.from_numpy(patches)))
+    assert torch.nn.functional.cosine_similarity(ref, dev, dim=1).min() >= 0.999
+    spec = Preprocessing(448, "bicubic", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    pil = torch.stack([PilPreprocess(spec)(Image.fromarray(p)) for p in patches]).flatten(1)
+    device = prepare_batch(torch.from_numpy(patches), spec, "cpu").flatten(1)
+    assert torch.nn.functional.cosine_similarity(pil, device, dim=1).min() >= 0.999
