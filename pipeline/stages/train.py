@@ -1,0 +1,243 @@
+"""Train attention-MIL heads on the stored patch features, cross-validated on the splits' folds.
+
+For each head (``--head NAME``, or every head of train.heads) and each fold of data/splits.json, a fresh
+head is trained on the fold's training slides with early stopping on its validation slides, then
+scored on its test slides. The leakage guard runs first (a patient in two parts of a fold, or a split
+slide missing from the feature store, stops the stage).
+
+Writes per head: models/<head>/fold-<k>.pt (best weights), metrics/train@<head>.json (mean ± std over
+usable folds, 95% bootstrap intervals, per-fold values), predictions/train@<head>.csv,
+plots/train@<head>/roc.csv + confusion.csv, and MLflow runs (a parent per head holding params, tags
+and summary; a child per fold with per-epoch curves, test metrics, figures, attention heatmaps and
+the model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the
+other folds go on; the exit code is 1 when a head has no usable fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ParamsError
+from pipeline.params import stage_params
+
+HELP = "MIL heads on the feature store, cross-validated on the splits' folds → metrics/train@<head>.json"
+
+DEFAULTS: dict[str, Any] = {
+    "heads": ["abmil"],  # heads trained without --head (slidemil train --help lists the registered ones)
+    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
+    "splits": "data/splits.json",  # folds (split)
+    "models": "models",  # best weights → <models>/<head>/fold-<k>.pt
+    "epochs": 20,
+    "lr": 2.0e-4,  # AdamW peak learning rate
+    "weight_decay": 1.0e-4,
+    "warmup_epochs": 1,  # linear warm-up, then cosine decay to 0
+    "batch_size": 4,  # bags per padded mini-batch
+    "max_instances": 4096,  # random patches per bag in training (0: all); validation/test see whole bags
+    "patience": 5,  # epochs without improvement of `monitor` before stopping (0: never stop early)
+    "monitor": "val/auroc",  # val/auroc | val/loss; best epoch's weights are restored
+    "class_balance": "weights",  # weights (inverse-frequency loss weights) | sampler | none
+    "grad_clip": 1.0,  # max gradient norm (0: off)
+    "seed": 0,
+    "head_kwargs": {},  # per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}}
+    "bag_weight": 0.7,  # CLAM: weight of the bag loss against the instance-clustering loss
+    "device": "auto",  # auto (cuda if available) | cpu | cuda | cuda:1
+    "amp": True,  # bf16 autocast on CUDA
+    "log_model": True,  # mlflow.pytorch.log_model per fold (false: weights only under models/)
+    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
+    "n_heatmaps": 2,  # attention heatmaps of this many test slides per fold
+}
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--head", default=None, help="train only this head (default: every one of train.heads)")
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Train and evaluate the heads; returns 0, or 1 when a head has no usable fold."""
+    import torch
+
+    from mil_models import list_mil_models
+    from pipeline.probes.evaluate import load_method_data
+    from pipeline.tracking import MLFLOW_DEFAULTS
+    from splits.task import load_task
+
+    section, head_kwargs = _section(params)
+    stage_params(params, "mlflow", MLFLOW_DEFAULTS)
+    heads = [args.head] if getattr(args, "head", None) else list(section["heads"])
+    unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
+    if unknown or not heads:
+        raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
+    task = load_task(params)
+    device = section["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    features = section["features"] or _default_features(params)
+    data = load_method_data(features, section["splits"])  # runs the leakage guard
+    bags, coords = _load_bags(data)
+    log.info("train: %d bags from %s (%s), %d folds, heads %s on %s", len(bags), features,
+             data.store.encoder_id, len(data.splits["folds"]), heads, device)
+    status = 0
+    for head in heads:
+        summary = _train_head(head, head_kwargs.get(head) or {}, section, params, data, bags, coords, task.ordered,
+                              device)
+        if not summary.get("test/n_usable_folds"):
+            log.error("train@%s: no usable fold (see metrics/train@%s.json `folds` for the reasons)", head, head)
+            status = 1
+    return status
+
+
+def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The validated ``train:`` section and its per-head options (free-form: each head checks its own)."""
+    user = dict(params.get("train") or {})
+    head_kwargs = user.pop("head_kwargs", None) or {}
+    if not isinstance(head_kwargs, dict) or not all(isinstance(v, dict | None) for v in head_kwargs.values()):
+        raise ParamsError(f"train.head_kwargs must map head names to options, e.g. {{abmil: {{dropout: 0.25}}}}, "
+                          f"got {head_kwargs!r}")
+    section = stage_params({"train": user}, "train", DEFAULTS)
+    section["head_kwargs"] = head_kwargs
+    return section, head_kwargs
+
+
+def _default_features(params: dict[str, Any]) -> str:
+    extract = params.get("extract") or {}
+    name = str(extract.get("encoder", "conch_v1"))
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return str(Path(extract.get("output", "data/features")) / f"{safe}.zarr")
+
+
+def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every split slide's bag (float32 features on CPU) and coords, read once for all heads and folds."""
+    import numpy as np
+    import torch
+
+    from pipeline.trainer import Bag
+
+    bags, coords = {}, {}
+    for sid in data.slides():
+        features, xy = data.store.load(sid)
+        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.labels[sid])
+        coords[sid] = xy
+    return bags, coords
+
+
+def _train_head(head, kwargs, section, params, data, bags, coords, ordered, device) -> dict[str, float]:
+    import pandas as pd
+
+    from pipeline.errors import SlidemilError
+    from pipeline.evaluation import finish_method, output_paths, pooled_by_slide
+    from pipeline.figures import confusion_figure, roc_figure
+    from pipeline.tracking import MLFLOW_DEFAULTS, parent_run
+
+    start = time.perf_counter()
+    mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
+    experiment = mlflow_section["experiment"] or data.splits["label"]
+    logged = {"task": params.get("task") or {}, "train": {**section, "head_kwargs": kwargs}, "head": head,
+              "features": str(data.store.path), "method": f"train@{head}"}
+    tables: list[pd.DataFrame] = []
+    fold_metrics: list[dict[str, Any]] = []
+    with parent_run("train", head, logged, data.tags, experiment, mlflow_section["tracking_uri"]) as parent:
+        for fold in data.splits["folds"]:
+            k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
+            record: dict[str, Any] = {"fold": k, "repeat": repeat}
+            try:
+                with parent.fold_run(k, repeat) as child:
+                    table, metrics = _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device,
+                                                 child, parent.tracking)
+            except (SlidemilError, ValueError, RuntimeError) as exc:
+                log.warning("train@%s fold %d (repeat %d) FAILED: %s", head, k, repeat, exc)
+                fold_metrics.append({**record, "status": "failed", "reason": str(exc)})
+                continue
+            tables.append(table)
+            fold_metrics.append({**record, "status": "ok", **metrics})
+        predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        summary = finish_method("train", head, predictions, data.classes, fold_metrics, ordered,
+                                section["n_bootstrap"], section["seed"])
+        parent.log_metrics(summary)
+        if tables:
+            parent.log_artifact(output_paths("train", head)["predictions"])
+            y, proba = pooled_by_slide(predictions, data.classes)
+            parent.log_figure(roc_figure(y, proba, data.classes, f"train@{head}: out-of-fold ROC"), "figures/roc.png")
+            parent.log_figure(confusion_figure(y, proba.argmax(1), data.classes, f"train@{head}"),
+                              "figures/confusion.png")
+        wall = time.perf_counter() - start
+        parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
+    log.info("train@%s: test AUROC %.3f ± %.3f over %d usable folds (%d failed); %.1f s, MLflow %.1f%%", head,
+             summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_std", float("nan")),
+             summary.get("test/n_usable_folds", 0), summary["n_failed_folds"], wall, 100 * parent.seconds / wall)
+    return summary
+
+
+def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device, child, tracking):
+    """Train, score and log one fold; returns its predictions table and ``val/*`` + ``test/*`` metrics."""
+    import torch
+
+    from mil_models import create_mil_model
+    from pipeline.atomic import atomic_path
+    from pipeline.evaluation import fold_test_metrics, predictions_table
+    from pipeline.figures import confusion_figure, roc_figure
+    from pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+
+    cfg = TrainConfig(device=device, **{k: section[k] for k in (
+        "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
+        "class_balance", "grad_clip", "seed", "bag_weight", "amp")})
+    in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
+
+    def build():
+        return create_mil_model(head, in_dim=in_dim, n_classes=n_classes, **kwargs)
+
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+    result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes, cfg,
+                        callbacks=[log_epoch])
+    test = list(fold["test"])
+    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
+    metrics = fold_test_metrics(pred.y_true, pred.proba, ordered)
+    best = result.history[result.best_epoch]
+    metrics.update({k: v for k, v in best.items() if k.startswith("val/")})
+    extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
+    child.log_metrics({**metrics, **extra})
+    child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
+    k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
+    name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
+    with atomic_path(Path(section["models"]) / head / f"{name}.pt") as tmp:
+        torch.save({"head": head, "head_kwargs": kwargs, "in_dim": in_dim, "classes": data.classes,
+                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
+    title = f"{head} {name}"
+    child.log_figure(roc_figure(pred.y_true, pred.proba, data.classes, f"{title}: test ROC"), "figures/roc.png")
+    child.log_figure(confusion_figure(pred.y_true, pred.proba.argmax(1), data.classes, title),
+                     "figures/confusion.png")
+    for i in range(min(section["n_heatmaps"], len(test))):
+        _log_heatmap(child, data.store, test[i], coords[test[i]], pred.attention[i], data.classes[pred.y_true[i]])
+    if section["log_model"]:
+        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, tracking)
+    table = predictions_table(test, [data.patients[s] for s in test], pred.y_true, pred.proba, data.classes, k, repeat)
+    return table, {**metrics, **extra}
+
+
+def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:
+    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable."""
+    import numpy as np
+
+    from pipeline.errors import SlideError
+    from pipeline.figures import SlideView, attention_heatmap, read_slide_view
+
+    attrs = store.attrs(slide_id)
+    view = SlideView()
+    if attrs.get("slide_path"):
+        try:
+            view = read_slide_view(attrs["slide_path"], coords, attention, attrs)
+        except (SlideError, KeyError, OSError) as exc:
+            log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, exc)
+    size = attrs.get("patch_size_level0")
+    if not size:  # the grid step is the patch size when tiles do not overlap
+        steps = np.diff(np.unique(np.asarray(coords)[:, 0]))
+        size = float(steps.min()) if steps.size else 256.0
+    fig = attention_heatmap(coords, attention, float(size), view, title=f"{slide_id} (label {label})")
+    run.log_figure(fig, f"heatmaps/{slide_id}.png")

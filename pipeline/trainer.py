@@ -1,0 +1,292 @@
+"""Training loop for MIL heads on bags held in memory (no file I/O, no logging: callbacks report).
+
+AdamW with linear warm-up then cosine decay (stepped per optimiser step), cross-entropy with inverse
+class-frequency weights or class-balanced sampling, gradient clipping, AMP (bf16 autocast) on CUDA,
+padded mini-batches of several bags with masks, a random cap on instances per bag in training only
+(validation and test see whole bags), early stopping on a validation metric with patience and the
+best epoch's weights restored. Seeded so that a CPU run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from mil_models.batching import pad_bags
+from pipeline.errors import SlidemilError
+from pipeline.metrics import OneClassWarning, classification_metrics
+
+MONITORS = {"val/auroc": "max", "val/loss": "min"}
+CLASS_BALANCE = ("weights", "sampler", "none")
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class NonFiniteLossError(SlidemilError):
+    """The training loss became NaN/inf; the fold stops. ``slide_ids`` are the bags of that batch."""
+
+    def __init__(self, epoch: int, slide_ids: Sequence[str], value: float) -> None:
+        self.epoch = epoch
+        self.slide_ids = list(slide_ids)
+        super().__init__(
+            f"non-finite training loss ({value}) at epoch {epoch} on the batch of slides {self.slide_ids}; "
+            "check those slides' features for NaN/inf, or lower train.lr"
+        )
+
+
+@dataclass(frozen=True)
+class Bag:
+    """One slide's bag: ``features [N, D]`` float32 (CPU or device), integer ``label``."""
+
+    slide_id: str
+    features: torch.Tensor
+    label: int
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train_fold` (the ``train:`` params section minus I/O keys).
+
+    ``max_instances = 0`` disables the cap; ``patience = 0`` disables early stopping; ``bag_weight``
+    weighs the bag loss against a head's auxiliary loss (CLAM: 0.7, Lu et al., Nat. Biomed. Eng. 2021).
+    """
+
+    epochs: int = 20
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    batch_size: int = 4
+    max_instances: int = 4096
+    patience: int = 5
+    monitor: str = "val/auroc"
+    class_balance: str = "weights"
+    grad_clip: float = 1.0
+    seed: int = 0
+    bag_weight: float = 0.7
+    device: str = "cpu"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}")
+        if self.class_balance not in CLASS_BALANCE:
+            raise ValueError(f"class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+
+
+@dataclass
+class Predictions:
+    """Model outputs on a list of bags: ``proba [n, C]``, ``y_true [n]``, per-bag ``attention [N_i]``."""
+
+    slide_ids: list[str]
+    y_true: np.ndarray
+    proba: np.ndarray
+    attention: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class FoldResult:
+    """What :func:`train_fold` returns.
+
+    Attributes:
+        model: the head with the best epoch's weights, in eval mode.
+        history: one dict per epoch (``epoch``, ``train/loss``, ``train/lr``, ``val/loss``, ``val/<metric>``).
+        best_epoch: epoch whose weights were restored; monitor: the metric actually monitored
+            (``val/loss`` when the validation set holds one class); stopped_early: patience ran out.
+        val: predictions of the restored model on the validation bags (None without validation bags).
+    """
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    monitor: str
+    stopped_early: bool
+    val: Predictions | None
+
+
+def train_fold(
+    build_model: Callable[[], nn.Module],
+    train: Sequence[Bag],
+    val: Sequence[Bag],
+    n_classes: int,
+    config: TrainConfig,
+    callbacks: Sequence[EpochCallback] = (),
+) -> FoldResult:
+    """Train one fold's MIL head.
+
+    Args:
+        build_model: returns a fresh head (called after seeding, so its initial weights repeat);
+            ``forward(x [B, N, D], mask [B, N], label [B]) -> {"logits", "attention", "aux_loss"}``.
+        train, val: bags; ``val`` may be empty (no early stopping, the last epoch is kept).
+        n_classes: number of classes ``C``.
+        config: hyper-parameters; callbacks: called as ``callback(epoch, metrics)`` after each epoch.
+
+    Raises:
+        NonFiniteLossError: NaN/inf loss, naming the slides of that batch.
+        ValueError: no training bags.
+    """
+    if not train:
+        raise ValueError("no training bags")
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = build_model().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = _warmup_cosine(optimizer, steps_per_epoch * config.warmup_epochs, steps_per_epoch * config.epochs)
+    labels = torch.tensor([bag.label for bag in train])
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    class_weight = None
+    if config.class_balance == "weights":
+        class_weight = torch.where(counts > 0, len(train) / (n_classes * counts.clamp(min=1)), 1.0).to(device)
+    sample_weight = (1.0 / counts.clamp(min=1))[labels] if config.class_balance == "sampler" else None
+
+    monitor = config.monitor
+    if monitor == "val/auroc" and len({bag.label for bag in val}) < 2:
+        monitor = "val/loss"  # AUROC undefined on a one-class validation set
+    sign = 1.0 if MONITORS[monitor] == "max" else -1.0
+    best_score, best_epoch, best_state, since_best = -math.inf, 0, None, 0
+    history: list[dict[str, float]] = []
+    stopped_early = False
+    for epoch in range(config.epochs):
+        model.train()
+        if sample_weight is not None:
+            order = torch.multinomial(sample_weight, len(train), replacement=True, generator=generator)
+        else:
+            order = torch.randperm(len(train), generator=generator)
+        total, seen = 0.0, 0
+        for start in range(0, len(train), config.batch_size):
+            batch = [train[i] for i in order[start : start + config.batch_size].tolist()]
+            x, mask = pad_bags([_cap(bag.features, config.max_instances, generator) for bag in batch])
+            y = torch.tensor([bag.label for bag in batch], device=device)
+            with _autocast(device, config.amp):
+                out = model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True), label=y)
+            loss = nn.functional.cross_entropy(out["logits"].float(), y, weight=class_weight)
+            if out.get("aux_loss") is not None:
+                loss = config.bag_weight * loss + (1.0 - config.bag_weight) * out["aux_loss"].float()
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(epoch, [bag.slide_id for bag in batch], float(loss.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        metrics = {"epoch": epoch, "train/loss": total / seen, "train/lr": optimizer.param_groups[0]["lr"]}
+        if val:
+            metrics.update(_val_metrics(predict(model, val, config.batch_size, config.device, config.amp)))
+            score = sign * metrics[monitor]
+            if score > best_score:
+                best_score, best_epoch, since_best = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+        else:
+            best_epoch = epoch
+        history.append(metrics)
+        for callback in callbacks:
+            callback(epoch, metrics)
+        if val and config.patience > 0 and since_best >= config.patience:
+            stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    val_pred = predict(model, val, config.batch_size, config.device, config.amp) if val else None
+    return FoldResult(model, history, best_epoch, monitor, stopped_early, val_pred)
+
+
+class BagProbabilities(nn.Module):
+    """A trained head for serving (MLflow model): whole bags ``[B, N, D]`` (no padding) → probabilities ``[B, C]``."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, N)
+        return self.head(x, mask)["logits"].softmax(-1)  # (B, C)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, bags: Sequence[Bag], batch_size: int = 4, device: str = "cpu", amp: bool = True
+) -> Predictions:
+    """Class probabilities and attention of whole bags (no instance cap), in eval mode.
+
+    Returns ``proba [n, C]`` (softmax of the logits) and one attention vector ``[N_i]`` per bag; for
+    heads with per-class attention ``[B, C, N]`` the predicted class's row is kept.
+
+    Raises:
+        ValueError: non-finite outputs, naming the slides (e.g. NaN features).
+    """
+    model.eval()
+    dev = torch.device(device)
+    probas, attentions = [], []
+    for start in range(0, len(bags), batch_size):
+        batch = bags[start : start + batch_size]
+        x, mask = pad_bags([bag.features for bag in batch])
+        with _autocast(dev, amp):
+            out = model(x.to(dev), mask.to(dev))
+        proba = out["logits"].float().softmax(-1)  # (B, C)
+        bad = (~torch.isfinite(proba).all(-1)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"non-finite outputs for slides {[batch[i].slide_id for i in bad]}; "
+                             "check their features for NaN/inf")
+        attention = out["attention"].float()
+        if attention.dim() == 3:  # (B, C, N) → predicted class's row (B, N)
+            attention = attention[torch.arange(len(batch)), proba.argmax(-1)]
+        probas.append(proba.cpu())
+        for i, bag in enumerate(batch):
+            attentions.append(attention[i, : bag.features.shape[0]].cpu().numpy())
+    return Predictions(
+        slide_ids=[bag.slide_id for bag in bags],
+        y_true=np.array([bag.label for bag in bags], dtype=int),
+        proba=torch.cat(probas).numpy().astype(float) if probas else np.zeros((0, 0)),
+        attention=attentions,
+    )
+
+
+def _val_metrics(pred: Predictions) -> dict[str, float]:
+    proba = np.clip(pred.proba, 1e-7, 1.0)
+    loss = float(-np.log(proba[np.arange(len(pred.y_true)), pred.y_true]).mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OneClassWarning)
+        scores = classification_metrics(pred.y_true, pred.proba)
+    return {"val/loss": loss, **{f"val/{k}": v for k, v in scores.items()}}
+
+
+def _cap(features: torch.Tensor, max_instances: int, generator: torch.Generator) -> torch.Tensor:
+    """A random subset of ``max_instances`` rows of ``[N, D]`` (kept in slide order); all rows if fewer."""
+    n = features.shape[0]
+    if max_instances <= 0 or n <= max_instances:
+        return features
+    keep = torch.randperm(n, generator=generator)[:max_instances].sort().values
+    return features[keep.to(features.device)]
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up from lr/100 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warmup_steps = min(warmup_steps, total_steps - 1)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - max(warmup_steps, 0)))
+    if warmup_steps <= 0:
+        return cosine
+    warm = LinearLR(optimizer, start_factor=0.01, total_iters=warmup_steps)
+    return SequentialLR(optimizer, [warm, cosine], milestones=[warmup_steps])
+
+
+def _autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; a no-op context elsewhere (CPU runs stay fp32 and exact)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")

@@ -1,0 +1,116 @@
+"""Trainer: exact repeats on CPU, non-finite loss, instance cap in training only, early stopping restores best."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mil_models import create_mil_model
+from mil_models.synthetic import planted_signal_bags
+from pipeline.trainer import Bag, NonFiniteLossError, TrainConfig, predict, train_fold
+
+DIM = 16
+
+
+def _bags(n, seed, prefix):
+    planted = planted_signal_bags(n, dim=DIM, n_instances=(8, 24), shift=3.0, seed=seed)
+    return [Bag(f"{prefix}{i}", b, int(y)) for i, (b, y) in enumerate(zip(planted.bags, planted.labels, strict=True))]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models on a shared 2-core machine: several threads only contend
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _bags(24, 0, "tr"), _bags(10, 1, "va")
+
+
+def _abmil():
+    return create_mil_model("abmil", in_dim=DIM, n_classes=2)
+
+
+def test_cpu_runs_repeat_exactly_and_learn(data):
+    train, val = data
+    cfg = TrainConfig(epochs=4, lr=2e-3, batch_size=4, max_instances=10, patience=0, seed=3, class_balance="sampler")
+    logged = []
+    a = train_fold(_abmil, train, val, 2, cfg, callbacks=[lambda e, m: logged.append((e, m["train/loss"]))])
+    b = train_fold(_abmil, train, val, 2, cfg)
+    assert [h["train/loss"] for h in a.history] == [h["train/loss"] for h in b.history]
+    np.testing.assert_array_equal(a.val.proba, b.val.proba)
+    assert [e for e, _ in logged] == [0, 1, 2, 3]
+    assert a.history[-1]["val/auroc"] > 0.8  # the planted witnesses are found
+    c = train_fold(_abmil, train, val, 2, TrainConfig(**{**cfg.__dict__, "seed": 4}))
+    assert not np.array_equal(a.val.proba, c.val.proba)
+
+
+def test_non_finite_loss_names_the_slides(data):
+    train, val = data
+    broken = list(train)
+    broken[5] = Bag("bad_slide", torch.full((6, DIM), float("nan")), 1)
+    with pytest.raises(NonFiniteLossError, match="bad_slide") as info:
+        train_fold(_abmil, broken, val, 2, TrainConfig(epochs=2, batch_size=len(broken)))
+    assert "bad_slide" in info.value.slide_ids and info.value.epoch == 0
+
+
+class _Recorder(nn.Module):
+    """Mean pooling + linear; records the bag sizes it sees in training and in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(DIM, 2)
+        self.sizes = {True: set(), False: set()}
+
+    def forward(self, x, mask, label=None):  # x [B, N, D], mask [B, N]
+        self.sizes[self.training].update(mask.sum(1).tolist())
+        pooled = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
+        return {"logits": self.linear(pooled), "attention": mask.float(), "aux_loss": None}
+
+
+def test_instance_cap_in_training_only(data):
+    train, val = data
+    model = _Recorder()
+    result = train_fold(lambda: model, train, val, 2, TrainConfig(epochs=2, max_instances=5, patience=0))
+    assert max(model.sizes[True]) == 5
+    assert model.sizes[False] == {b.features.shape[0] for b in val}
+    assert [a.shape[0] for a in result.val.attention] == [b.features.shape[0] for b in val]
+    test_pred = predict(result.model, train[:3], batch_size=2)
+    assert [a.shape[0] for a in test_pred.attention] == [b.features.shape[0] for b in train[:3]]
+
+
+def test_early_stopping_restores_best(data):
+    train, val = data
+    # lr = 0: nothing improves after epoch 0, so training stops after `patience` more epochs
+    frozen = train_fold(_abmil, train, val, 2, TrainConfig(epochs=10, lr=0.0, patience=2, monitor="val/loss"))
+    assert frozen.stopped_early and len(frozen.history) == 3 and frozen.best_epoch == 0
+    # a learning run: the returned model is the best epoch's, not the last one's
+    cfg = TrainConfig(epochs=6, lr=5e-3, batch_size=2, patience=0, monitor="val/loss", seed=1)
+    result = train_fold(_abmil, train, val, 2, cfg)
+    losses = [h["val/loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses))
+    restored = predict(result.model, val, batch_size=cfg.batch_size)
+    np.testing.assert_allclose(restored.proba, result.val.proba, rtol=1e-6)
+    p = np.clip(restored.proba[np.arange(len(val)), restored.y_true], 1e-7, 1)
+    assert -np.log(p).mean() == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_one_class_validation_monitors_loss(data):
+    train, val = data
+    one_class = [b for b in val if b.label == 1]
+    result = train_fold(_abmil, train, one_class, 2, TrainConfig(epochs=2))
+    assert result.monitor == "val/loss"
+    assert np.isnan(result.history[0]["val/auroc"])
+
+
+@pytest.mark.parametrize("head", ["clam_sb", "transmil"])
+def test_heads_with_aux_loss_or_positional_encoding_train(data, head):
+    train, val = data
+    result = train_fold(lambda: create_mil_model(head, in_dim=DIM, n_classes=2), train[:8], val[:4], 2,
+                        TrainConfig(epochs=1, batch_size=4))
+    assert np.isfinite(result.history[0]["train/loss"])
+    assert result.val.proba.shape == (4, 2)
