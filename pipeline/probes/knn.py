@@ -1,0 +1,50 @@
+"""kNN probe: cosine-similarity nearest neighbours on L2-normalised embeddings."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.neighbors import KNeighborsClassifier
+
+from pipeline.probes.registry import PROBES
+
+
+@PROBES.register("knn")
+class KNNProbe(ClassifierMixin, BaseEstimator):
+    """Majority vote of the ``n_neighbors`` training slides most cosine-similar to each query.
+
+    ``predict_proba`` is the fraction of neighbours of each class. ``n_neighbors`` is clipped to the
+    number of training slides (small cohorts, few-shot folds), with a warning when all of them vote.
+    Input shape (n_samples, n_features).
+    """
+
+    def __init__(self, n_neighbors: int = 20) -> None:
+        self.n_neighbors = n_neighbors
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> KNNProbe:
+        """Store the training embeddings ``x`` (n_samples, n_features) and labels ``y``."""
+        if self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be ≥ 1, got {self.n_neighbors}")
+        k = min(self.n_neighbors, len(x))
+        if k == len(x):
+            warnings.warn(
+                f"kNN probe: n_neighbors={self.n_neighbors} ≥ {len(x)} training slides, so every query gets the "
+                "training class frequencies (AUROC 0.5); lower probe.knn_k",
+                UserWarning,
+                stacklevel=2,
+            )
+        # cosine distance = 1 − cosine similarity of the L2-normalised vectors; brute force is exact.
+        self.model_ = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(x, y)
+        self.n_neighbors_ = k
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Neighbour-vote fractions of shape (n_samples, n_classes), columns in ``classes_`` order."""
+        return self.model_.predict_proba(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Majority class among the neighbours, shape (n_samples,)."""
+        return self.model_.predict(x)

@@ -1,0 +1,247 @@
+"""The comparison report: every evaluated method × metric, and each method paired against the best.
+
+Pure functions over the metrics summaries (``metrics/<stage>@<name>.json``) and predictions tables
+(``predictions/<stage>@<name>.csv``) that ``train``, ``probe`` and ``zeroshot`` write through
+:func:`pipeline.evaluation.finish_method`; the stage reads and writes the files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.compare import paired_bootstrap_auroc
+
+REPORT_METRICS = ("auroc", "balanced_accuracy", "f1_weighted", "kappa", "brier", "ece")
+METRIC_TITLES = {
+    "auroc": "AUROC ↑",
+    "balanced_accuracy": "balanced accuracy ↑",
+    "f1_weighted": "weighted F1 ↑",
+    "kappa": "Cohen's κ ↑",
+    "brier": "Brier ↓",
+    "ece": "ECE ↓",
+}
+SYNTHETIC_BANNER = (
+    "> **⚠ WARNING — features come from a SYNTHETIC (random) CONCH checkpoint (or random encoder weights): "
+    "every number in this report is meaningless.** Set `CONCH_CHECKPOINT` to the real CONCH weights (`pytorch_model.bin`, "
+    "Hugging Face MahmoodLab/conch) and re-run `dvc repro`."
+)
+
+
+#: weights_sha256 prefixes of made-up weights: SPEC §6 synthetic CONCH, random test encoders
+PLACEHOLDER_WEIGHTS = ("synthetic", "random")
+
+
+def placeholder_stores(weights: Mapping[str, str]) -> dict[str, str]:
+    """The feature stores of ``{store: weights_sha256}`` whose weights are synthetic or random."""
+    return {store: w for store, w in weights.items() if str(w).startswith(PLACEHOLDER_WEIGHTS)}
+
+
+def summary_table(summaries: Mapping[str, Mapping[str, Any]], split: str = "test") -> pd.DataFrame:
+    """One row per method with ``<metric>_mean|_std|_ci_low|_ci_high`` and ``n_usable_folds`` (NaN if absent).
+
+    Args:
+        summaries: ``{method: contents of metrics/<method>.json}`` (flat ``<split>/<metric>_…`` keys).
+
+    Returns:
+        DataFrame indexed by method, sorted by mean AUROC (best first, NaN last), then by name.
+    """
+    rows = {}
+    for method, summary in summaries.items():
+        row = {
+            f"{m}_{s}": _number(summary.get(f"{split}/{m}_{s}"))
+            for m in REPORT_METRICS
+            for s in ("mean", "std", "ci_low", "ci_high")
+        }
+        row["n_usable_folds"] = _number(summary.get(f"{split}/n_usable_folds"))
+        row["n_folds"] = _number(summary.get(f"{split}/n_folds"))
+        rows[method] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if table.empty:
+        return table
+    table.index.name = "method"
+    order = sorted(rows, key=lambda m: (-np.nan_to_num(table.loc[m, "auroc_mean"], nan=-np.inf), m))
+    return table.loc[order]
+
+
+def best_method(table: pd.DataFrame) -> str | None:
+    """The method with the highest mean test AUROC (ties → alphabetical), ``None`` if no AUROC is finite."""
+    if table.empty or not np.isfinite(table["auroc_mean"].to_numpy(dtype=float)).any():
+        return None
+    return str(table.index[0])
+
+
+def classes_of(predictions: pd.DataFrame) -> list[str]:
+    """Class names in index order, from the ``prob_<class>`` columns of a predictions table."""
+    return [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
+
+
+def compare_to_best(
+    predictions: Mapping[str, pd.DataFrame], best: str, n_boot: int, seed: int
+) -> pd.DataFrame:
+    """Pair every other method with ``best`` on the test predictions both made (same slide, fold, repeat).
+
+    Returns:
+        DataFrame indexed by method: ``auroc``, ``auroc_best`` (on the shared slides), ``auroc_diff``
+        (method − best), its 95% ``ci_low``/``ci_high``, two-sided ``p_value``, ``n_slides``, ``n_folds``
+        (:func:`pipeline.compare.paired_bootstrap_auroc`, fold × class stratified). A method without
+        shared slides or classes gets a ``note`` instead.
+    """
+    reference = predictions[best]
+    classes = classes_of(reference)
+    prob = [f"prob_{c}" for c in classes]
+    keys = ["slide_id", "fold", "repeat"]
+    rows: dict[str, dict[str, Any]] = {}
+    for method, table in predictions.items():
+        if method == best:
+            continue
+        if classes_of(table) != classes:
+            rows[method] = {"note": f"classes {classes_of(table)} differ from {best}'s {classes}"}
+            continue
+        joined = reference[keys + ["y_true"] + prob].merge(table[keys + prob], on=keys, suffixes=("_best", ""))
+        if joined.empty:
+            rows[method] = {"note": f"no test slide shared with {best}"}
+            continue
+        strata = joined["repeat"].astype(str) + ":" + joined["fold"].astype(str)
+        try:
+            result = paired_bootstrap_auroc(
+                joined["y_true"].to_numpy(int),
+                joined[prob].to_numpy(float),
+                joined[[f"{p}_best" for p in prob]].to_numpy(float),
+                strata.to_numpy(),
+                n_boot=n_boot,
+                seed=seed,
+            )
+        except ValueError as exc:
+            rows[method] = {"note": str(exc)}
+            continue
+        out = result.as_dict()
+        rows[method] = {
+            "auroc": out["auroc_a"],
+            "auroc_best": out["auroc_b"],
+            **{k: out[k] for k in ("auroc_diff", "ci_low", "ci_high", "p_value", "n_slides", "n_folds")},
+        }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "method"
+    return frame
+
+
+def render_markdown(
+    table: pd.DataFrame,
+    comparison: pd.DataFrame,
+    best: str | None,
+    *,
+    synthetic: Mapping[str, str],
+    skipped: Mapping[str, str],
+    n_boot: int,
+) -> str:
+    """The report ``reports/summary.md``: banner (``synthetic``: {store: weights} of made-up weights),
+    method table, paired comparison."""
+    lines: list[str] = []
+    if synthetic:
+        stores = ", ".join(f"`{store}` ({w})" for store, w in sorted(synthetic.items()))
+        lines += [SYNTHETIC_BANNER, f"> Feature store(s) with made-up weights: {stores}.", ""]
+    lines += ["# slidemil — method comparison", ""]
+    if table.empty:
+        lines += ["No evaluated method found (no `metrics/<stage>@<name>.json`). Run train, probe or zeroshot.", ""]
+    else:
+        lines += [
+            f"Test-set metrics over the cross-validation folds: mean ± std over usable folds, [95% bootstrap "
+            f"interval over slides of the pooled out-of-fold predictions], usable folds / folds. "
+            f"{len(table)} method(s); best by mean test AUROC: **{best or 'n/a'}**.",
+            "",
+            "| method | " + " | ".join(METRIC_TITLES[m] for m in REPORT_METRICS) + " | folds |",
+            "|---|" + "---|" * (len(REPORT_METRICS) + 1),
+        ]
+        for method, row in table.iterrows():
+            cells = [_cell(row, m) for m in REPORT_METRICS]
+            name = f"**{method}**" if method == best else str(method)
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_int(row['n_usable_folds'])}/{_int(row['n_folds'])} |")
+        lines.append("")
+    if skipped:
+        lines += ["Not run:", ""] + [f"- `{stage}`: {reason}" for stage, reason in sorted(skipped.items())] + [""]
+    if best is not None and len(table) > 1:
+        lines += [
+            f"## Paired comparison with {best}",
+            "",
+            f"AUROC difference (method − {best}) on the test slides both scored, mean over folds; 95% interval "
+            f"and two-sided p-value from a paired bootstrap over slides ({n_boot} replicates, stratified by fold "
+            "and class).",
+            "",
+            "| method | AUROC | AUROC of best | Δ AUROC | 95% interval | p | slides | folds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for method, row in comparison.iterrows():
+            note = row.get("note")
+            if isinstance(note, str):
+                lines.append(f"| {method} | {note} |  |  |  |  |  |  |")
+                continue
+            lines.append(
+                f"| {method} | {row['auroc']:.3f} | {row['auroc_best']:.3f} | {row['auroc_diff']:+.3f} | "
+                f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {_p(row['p_value'], n_boot)} | "
+                f"{_int(row['n_slides'])} | {_int(row['n_folds'])} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_json(
+    table: pd.DataFrame,
+    comparison: pd.DataFrame,
+    best: str | None,
+    *,
+    synthetic: Mapping[str, str],
+    skipped: Mapping[str, str],
+) -> dict[str, Any]:
+    """``metrics/report.json`` for ``dvc metrics show``: the best method and each method's paired result."""
+    best_auroc = float(table.loc[best, "auroc_mean"]) if best is not None else float("nan")
+    out: dict[str, Any] = {
+        "best_method": best or "",
+        "best_test_auroc_mean": best_auroc,
+        "n_methods": int(len(table)),
+        "synthetic_features": bool(synthetic),
+        "comparison": {},
+    }
+    for method, row in comparison.iterrows():
+        note = row.get("note")
+        if isinstance(note, str):
+            out["comparison"][method] = {"note": note}
+        else:
+            out["comparison"][method] = {
+                k: (int(row[k]) if k in ("n_slides", "n_folds") else float(row[k]))
+                for k in ("auroc_diff", "ci_low", "ci_high", "p_value", "n_slides", "n_folds")
+            }
+    if skipped:
+        out["not_run"] = dict(skipped)
+    return out
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    mean, std, low, high = (row[f"{metric}_{s}"] for s in ("mean", "std", "ci_low", "ci_high"))
+    if not math.isfinite(mean):
+        return "n/a"
+    text = f"{mean:.3f} ± {std:.3f}" if math.isfinite(std) else f"{mean:.3f}"
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def _int(value: float) -> str:
+    return str(int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else "?"
+
+
+def _p(p: float, n_boot: int) -> str:
+    floor = 2.0 / (n_boot + 1)
+    return f"≤ {floor:.1g}" if p <= floor + 1e-12 else f"{p:.3g}"
+

@@ -1,0 +1,108 @@
+"""Linear, kNN and prototype probes on pooled slide embeddings, on the same folds as `train`.
+
+Each slide's stored patch features are pooled into one embedding (probe.pooling: mean | max | mean+max);
+a tile/ROI dataset is a cohort of 1-patch bags and needs nothing else. Per fold, each probe is fitted on
+the training slides (the linear probe's C chosen on the validation slides from probe.c_grid by
+log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
+predictions/probe@<name>.csv and plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
+
+`slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
+every probe of probe.probes runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from pipeline.errors import ParamsError
+from pipeline.params import stage_params
+
+HELP = "linear / kNN / prototype probes on pooled slide embeddings → metrics/probe@<name>.json"
+
+DEFAULTS: dict[str, Any] = {
+    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
+    "splits": "data/splits.json",  # folds (split)
+    "probes": ["linear", "knn", "prototype"],  # probes run without --probe
+    "pooling": "mean",  # patch features → slide embedding: mean | max | mean+max
+    "c_grid": [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1, 1.0, 1.0e1, 1.0e2],  # linear: inverse regularisation, ascending
+    "class_weight": "balanced",  # linear: balanced | none
+    "knn_k": 20,  # knn: neighbours (clipped to the number of training slides)
+    "prototype_temperature": 0.1,  # prototype: softmax(-d²/T); changes calibration only
+    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
+    "seed": 0,
+}
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probe", default=None, help="run only this probe (default: every one of probe.probes)")
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
+    from pipeline.probes import (
+        POOLINGS,
+        PROBES,
+        create_probe,
+        fit_probe,
+        pool_bag,
+        predict_proba_all,
+    )
+    from pipeline.probes.evaluate import evaluate_folds, features_path, load_method_data
+    from splits.task import load_task
+
+    section = stage_params(params, "probe", DEFAULTS)
+    section["features"] = features_path(section["features"], params)
+    task = load_task(params)
+    names = [args.probe] if getattr(args, "probe", None) else list(section["probes"])
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise ParamsError(f"unknown probe(s) {unknown}; registered: {', '.join(PROBES.names())}")
+    if section["pooling"] not in POOLINGS:
+        raise ParamsError(f"probe.pooling {section['pooling']!r} unknown; choose one of {', '.join(POOLINGS)}")
+    if section["class_weight"] not in ("balanced", "none", None):
+        raise ParamsError(f"probe.class_weight must be 'balanced' or 'none', got {section['class_weight']!r}")
+    c_grid = sorted(float(c) for c in section["c_grid"])
+    if not c_grid or min(c_grid) <= 0:
+        raise ParamsError(f"probe.c_grid must hold positive values, got {section['c_grid']!r}")
+
+    data = load_method_data(section["features"], section["splits"])
+    log.info("pooling %d slides (%s)", len(data.slides()), section["pooling"])
+    embeddings = {sid: pool_bag(data.store.load(sid)[0], section["pooling"]) for sid in data.slides()}
+    n_classes = len(data.classes)
+    hyper = {
+        "linear": {"class_weight": None if section["class_weight"] in ("none", None) else "balanced"},
+        "knn": {"n_neighbors": int(section["knn_k"])},
+        "prototype": {"temperature": float(section["prototype_temperature"])},
+    }
+
+    search = {"linear": ("C", c_grid)}  # hyper-parameter chosen on each fold's validation slides
+    failed = []
+    for name in names:
+        estimator = create_probe(name, **hyper.get(name, {}))
+
+        def predict(fold: dict[str, Any], estimator=estimator, name=name):
+            train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
+            model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
+            return predict_proba_all(model, test[0], n_classes), chosen
+
+        summary = evaluate_folds("probe", name, data, predict, params, section, ordered=task.ordered,
+                                 n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
+        if not summary.get("test/n_usable_folds"):
+            failed.append(name)
+    if failed:
+        log.error("probe(s) %s have no usable fold (see metrics/probe@<name>.json, folds[].reason)", failed)
+        return 1
+    return 0
+
+
+def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
+    """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D'])."""
+    import numpy as np
+
+    dim = len(next(iter(embeddings.values())))
+    x = np.stack([embeddings[s] for s in slide_ids]) if slide_ids else np.zeros((0, dim))
+    return x, np.array([labels[s] for s in slide_ids], dtype=int)

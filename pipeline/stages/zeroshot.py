@@ -1,0 +1,137 @@
+"""CONCH zero-shot slide classification (MI-Zero top-k pooling), on each fold's test slides.
+
+The class text embeddings come from the project's prompt file (zeroshot.prompts: per class, synonyms;
+templates with a CLASSNAME placeholder), encoded with CONCH's text tower and averaged. Each slide's
+stored pre-projection patch features are projected (visual.proj_contrast), normalised and compared with
+them; the slide score of a class is the mean of its top-k patch scores, for each k of zeroshot.topk,
+each k reported as its own method zeroshot@top<k> (metrics/zeroshot@top<k>.json, predictions/, plots/,
+MLflow runs) beside the trained methods. metrics/zeroshot.json holds the test summary per k.
+
+Skipped (exit 0, metrics/zeroshot.json says why) when the features were not made with conch_v1 or no
+tokenizer file is given (zeroshot.tokenizer or env CONCH_TOKENIZER). The text tower comes from the
+checkpoint the features were made with: the synthetic one for synthetic features, else env
+CONCH_CHECKPOINT (zeroshot.checkpoint overrides); a different checkpoint is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from pipeline.errors import ParamsError
+from pipeline.params import stage_params
+
+HELP = "CONCH zero-shot (MI-Zero top-k) on each fold's test slides → metrics/zeroshot.json"
+
+DEFAULTS: dict[str, Any] = {
+    "features": "",  # feature store (made with conch_v1); empty → data/features/<extract.encoder>.zarr
+    "splits": "data/splits.json",
+    "tokenizer": "",  # conch_byte_level_bpe_uncased.json; "" → env CONCH_TOKENIZER; none → stage skipped
+    "checkpoint": "",  # CONCH weights for the text tower; "" → those of the features (synthetic or env)
+    "prompts": "prompts/{label}.yaml",  # prompt file; {label} → task.label
+    "topk": [1, 5, 10, 50, 100],  # MI-Zero: mean of each class's top-k patch scores, one method per k
+    "batch_size": 32,  # prompts per text-encoder batch
+    "device": "cpu",
+    "n_bootstrap": 1000,
+    "seed": 0,
+    "output": "metrics/zeroshot.json",
+}
+
+ENCODER_ID = "conch_v1"
+log = logging.getLogger(__name__)
+
+
+def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Run MI-Zero on every fold's test slides, or write the skip reason; returns 0 (1: no usable fold)."""
+    from pipeline.atomic import write_json
+    from pipeline.probes.evaluate import features_path
+
+    section = stage_params(params, "zeroshot", DEFAULTS)
+    section["features"] = features_path(section["features"], params)
+    topk = [int(k) for k in section["topk"]]
+    if not topk or min(topk) < 1:
+        raise ParamsError(f"zeroshot.topk must list integers ≥ 1, got {section['topk']!r}")
+    reason = _skip_reason(section)
+    if reason:
+        log.warning("zeroshot skipped: %s", reason)
+        write_json(section["output"], {"skipped": reason})
+        return 0
+    summaries = _evaluate(params, section, topk)
+    write_json(section["output"], {"skipped": False, **summaries})
+    return 0 if all(s.get("test/n_usable_folds") for s in summaries.values()) else 1
+
+
+def _skip_reason(section: dict[str, Any]) -> str:
+    """Why zero-shot cannot run (features not CONCH, no tokenizer given), or ""; a bad tokenizer file raises."""
+    from extract.store import open_features
+    from pipeline.zeroshot import resolve_tokenizer
+
+    store = open_features(section["features"])
+    if store.encoder_id != ENCODER_ID:
+        return (f"features {section['features']} were made with {store.encoder_id!r}, not {ENCODER_ID!r}; "
+                "zero-shot needs CONCH's image features to match its text tower")
+    if resolve_tokenizer(section["tokenizer"]) is None:
+        return ("no CONCH tokenizer file: set zeroshot.tokenizer or env CONCH_TOKENIZER to "
+                "conch_byte_level_bpe_uncased.json (CONCH repo / HF MahmoodLab/conch / PyPI conch-fork)")
+    return ""
+
+
+def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) -> dict[str, dict[str, float]]:
+    import numpy as np
+    import torch
+
+    from extract.conch import tokenize
+    from extract.encoders import create_encoder
+    from pipeline.probes.evaluate import evaluate_folds, load_method_data
+    from pipeline.zeroshot import (
+        class_text_embeddings,
+        load_prompts,
+        resolve_tokenizer,
+        scores_to_proba,
+        slide_scores,
+    )
+    from splits.task import load_task
+
+    task = load_task(params)
+    tokenizer = resolve_tokenizer(section["tokenizer"])
+    prompts = load_prompts(section["prompts"].format(label=task.label))
+    data = load_method_data(section["features"], section["splits"])
+    weights = data.store.weights_sha256
+    checkpoint = section["checkpoint"] or (weights if str(weights).startswith("synthetic") else None)
+    encoder = create_encoder(ENCODER_ID, checkpoint=checkpoint, device=section["device"])
+    if encoder.weights_sha256 != weights:
+        raise ParamsError(
+            f"the CONCH checkpoint (weights {encoder.weights_sha256}) is not the one the features "
+            f"{section['features']} were made with ({weights}); set CONCH_CHECKPOINT (or zeroshot.checkpoint) "
+            "to that checkpoint, or re-run extract"
+        )
+    model = encoder.model
+    device = next(model.parameters()).device
+    batch = int(section["batch_size"])
+
+    def encode_texts(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([
+                model.encode_text(tokenize(texts[i : i + batch], tokenizer).to(device), normalize=True).float().cpu()
+                for i in range(0, len(texts), batch)
+            ])  # (B, 512)
+
+    log.info("encoding %d prompts", sum(len(prompts.texts(c)) for c in data.classes if c in prompts.classnames))
+    text_weights = class_text_embeddings(encode_texts, prompts, data.classes)  # (512, C)
+    proj = model.visual.proj_contrast.detach().float().cpu()
+    logit_scale = float(model.logit_scale.detach().cpu())
+    tested = sorted({sid for fold in data.splits["folds"] for sid in fold["test"]})
+    log.info("scoring %d slides with MI-Zero top-k %s", len(tested), topk)
+    scores = {sid: slide_scores(data.store.load(sid)[0], proj, text_weights, topk) for sid in tested}
+
+    summaries: dict[str, dict[str, float]] = {}
+    for k in topk:
+        def predict(fold: dict[str, Any], k=k):
+            matrix = np.stack([scores[sid][k] for sid in fold["test"]])  # (n_test, C)
+            return scores_to_proba(matrix, logit_scale), {}
+
+        summary = evaluate_folds("zeroshot", f"top{k}", data, predict, params, section, ordered=task.ordered,
+                                 n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
+        summaries[f"top{k}"] = {key: v for key, v in summary.items() if key.startswith("test/")}
+    return summaries
