@@ -36,10 +36,16 @@ _PARAM_VALUE_MAX = 6000
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The project folder: the first of ``start`` (default: cwd) and its parents holding params.yaml or dvc.yaml.
 
-    Falls back to ``start`` itself. Always absolute, so ``dvc exp run --temp`` (another folder) tracks
-    into its own copy's database rather than a relative path that moved.
+    Falls back to ``start`` itself. Always absolute. Inside a temporary DVC experiment workspace
+    (``<repo>/.dvc/tmp/exps/…``, used by ``dvc exp run --temp`` and the queue) it is the original repo,
+    so every experiment's runs land in the same MLflow store.
     """
     here = Path(start or os.getcwd()).resolve()
+    # `dvc exp run --temp` / queued experiments run in <repo>/.dvc/tmp/exps/<run>/: track into <repo>
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
     for folder in (here, *here.parents):
         if any((folder / marker).is_file() for marker in _ROOT_MARKERS):
             return folder

@@ -120,3 +120,15 @@ def test_parent_failure_is_marked(project):
             raise ValueError("boom")
     client = MlflowClient(tracking_uri(root=project))
     assert client.get_run(parent.run_id).info.status == "FAILED"
+
+
+def test_repo_root_of_a_temporary_dvc_experiment_is_the_original_repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from pipeline.tracking import repo_root, tracking_uri
+
+    (tmp_path / "params.yaml").write_text("{}")
+    temp_workspace = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    temp_workspace.mkdir(parents=True)
+    (temp_workspace / "params.yaml").write_text("{}")
+    assert repo_root(temp_workspace) == tmp_path
+    assert tracking_uri("", temp_workspace) == f"sqlite:///{tmp_path / 'mlflow.db'}"

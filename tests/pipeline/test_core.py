@@ -1,0 +1,37 @@
+"""Atomic writes and the plug-in registry."""
+
+import json
+
+import pytest
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.registry import Registry
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
+
+
+def test_write_json_handles_numpy_scalars(tmp_path):
+    import numpy as np
+
+    write_json(tmp_path / "m.json", {"auroc": np.float32(0.5), "n": np.int64(3), "nan": float("nan")})
+    text = (tmp_path / "m.json").read_text()
+    assert '"auroc": 0.5' in text and '"n": 3' in text and "NaN" in text
+
+
+def test_registry_rejects_duplicates_and_suggests_names():
+    reg: Registry = Registry("MIL head")
+    reg.register("abmil")(object)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("abmil")(object)
+    with pytest.raises(KeyError, match="Did you mean 'abmil'"):
+        reg.get("abmil_")
+    assert reg.names() == ["abmil"] and "abmil" in reg

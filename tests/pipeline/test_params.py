@@ -1,0 +1,58 @@
+"""params.yaml loading, --set overrides and per-stage validation."""
+
+import pytest
+
+from pipeline.errors import ParamsError
+from pipeline.params import apply_override, load_params, stage_params
+
+DEFAULTS = {"target_mpp": 0.5, "patch_size": 512, "pen_filter": True, "name": "x", "tissue": {"mask_mpp": 8.0}, "ks": [1, 5]}
+
+
+def test_override_parses_yaml_scalars_and_creates_sections():
+    params = {"tile": {"target_mpp": 0.5}}
+    apply_override(params, "tile.target_mpp=1.0")
+    apply_override(params, "train.heads=[abmil, clam_sb]")
+    apply_override(params, "tile.tissue.pen_filter=false")
+    assert params == {"tile": {"target_mpp": 1.0, "tissue": {"pen_filter": False}}, "train": {"heads": ["abmil", "clam_sb"]}}
+
+
+@pytest.mark.parametrize("bad", ["tile.target_mpp", "tile..x=1", "=3"])
+def test_malformed_override_is_rejected(bad):
+    with pytest.raises(ParamsError, match="--set"):
+        apply_override({}, bad)
+
+
+def test_stage_params_merges_onto_defaults():
+    out = stage_params({"tile": {"patch_size": 256, "tissue": {"mask_mpp": 4}}}, "tile", DEFAULTS)
+    assert out["patch_size"] == 256 and out["target_mpp"] == 0.5
+    assert out["tissue"] == {"mask_mpp": 4.0} and isinstance(out["tissue"]["mask_mpp"], float)
+    assert DEFAULTS["patch_size"] == 512  # defaults are not mutated
+
+
+def test_misspelled_key_names_the_closest_known_key():
+    with pytest.raises(ParamsError, match=r"'tile\.patch_sise'.*did you mean 'patch_size'"):
+        stage_params({"tile": {"patch_sise": 256}}, "tile", DEFAULTS)
+    with pytest.raises(ParamsError, match=r"tile\.tissue\.mask_mp"):
+        stage_params({"tile": {"tissue": {"mask_mp": 4}}}, "tile", DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    "key,value", [("patch_size", "big"), ("pen_filter", "yes"), ("tissue", 3), ("ks", 5), ("name", 3)]
+)
+def test_wrong_types_are_rejected(key, value):
+    with pytest.raises(ParamsError, match=key):
+        stage_params({"tile": {key: value}}, "tile", DEFAULTS)
+
+
+def test_load_params_rejects_unknown_top_level_and_missing_file(tmp_path):
+    (tmp_path / "params.yaml").write_text("tile: {}\ntrian: {}\n")
+    with pytest.raises(ParamsError, match="did you mean 'train'"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_load_params_applies_overrides(tmp_path):
+    (tmp_path / "params.yaml").write_text("cohort: demo/cohort.csv\ntile:\n  target_mpp: 0.5\n")
+    params = load_params(tmp_path / "params.yaml", ["tile.target_mpp=2", "cohort=other.csv"])
+    assert params == {"cohort": "other.csv", "tile": {"target_mpp": 2}}
