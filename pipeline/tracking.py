@@ -294,7 +294,12 @@ def parent_run(
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=_artifact_location(uri, root))
+        # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
+        experiment_id = client.create_experiment(
+            experiment,
+            artifact_location=_artifact_location(uri, root),
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
     else:
         experiment_id = found.experiment_id
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
