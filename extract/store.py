@@ -381,6 +381,16 @@ class FeatureStore:
         return group
 
 
+def store_path(output_dir: str | Path, encoder: str) -> Path:
+    """The store of ``encoder`` under ``output_dir``: ``<output_dir>/<encoder id>.zarr``.
+
+    ``encoder`` is a registry name or an encoder's ``.id``; both give the same folder
+    (``timm:resnet18`` and ``timm-resnet18`` → ``timm-resnet18.zarr``).
+    """
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder.replace(":", "-"))
+    return Path(output_dir) / f"{safe}.zarr"
+
+
 def open_features(path: str | os.PathLike) -> FeatureStore:
     """Open a feature store for reading (see ``FeatureStore``).
 

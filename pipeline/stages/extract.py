@@ -76,6 +76,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         default_batch_size,
         default_num_workers,
     )
+    from extract.store import store_path as features_store_path
     from extract.tiles import open_tiles
     from pipeline.atomic import write_csv
 
@@ -93,7 +94,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     )
     # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
     encoder = get_encoder(replace(config, device=device))
-    store_path = Path(section["output"]) / f"{_safe(encoder.id)}.zarr"
+    store_path = features_store_path(section["output"], encoder.id)
     config = replace(config, store=str(store_path))
 
     manifest = open_tiles(section["tiles"]).manifest()
@@ -170,6 +171,3 @@ def _checkpoint(section: dict[str, Any]) -> str | None:
     )
     return "synthetic:1"
 
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

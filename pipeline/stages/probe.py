@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
+    from pipeline.data import features_path, load_method_data
     from pipeline.probes import (
         POOLINGS,
         PROBES,
@@ -51,7 +52,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         pool_bag,
         predict_proba_all,
     )
-    from pipeline.probes.evaluate import evaluate_folds, features_path, load_method_data
+    from pipeline.probes.evaluate import evaluate_folds
     from splits.task import load_task
 
     section = stage_params(params, "probe", DEFAULTS)

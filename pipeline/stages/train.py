@@ -63,7 +63,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     import torch
 
     from mil_models import list_mil_models
-    from pipeline.probes.evaluate import load_method_data
+    from pipeline.data import features_path, load_method_data
     from pipeline.tracking import MLFLOW_DEFAULTS
     from splits.task import load_task
 
@@ -77,7 +77,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     device = section["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = section["features"] or _default_features(params)
+    features = features_path(section["features"], params)
     data = load_method_data(features, section["splits"])  # runs the leakage guard
     bags, coords = _load_bags(data)
     log.info("train: %d bags from %s (%s), %d folds, heads %s on %s", len(bags), features,
@@ -103,12 +103,6 @@ def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str
     section["head_kwargs"] = head_kwargs
     return section, head_kwargs
 
-
-def _default_features(params: dict[str, Any]) -> str:
-    extract = params.get("extract") or {}
-    name = str(extract.get("encoder", "conch_v1"))
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return str(Path(extract.get("output", "data/features")) / f"{safe}.zarr")
 
 
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:

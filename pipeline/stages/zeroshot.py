@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Run MI-Zero on every fold's test slides, or write the skip reason; returns 0 (1: no usable fold)."""
     from pipeline.atomic import write_json
-    from pipeline.probes.evaluate import features_path
+    from pipeline.data import features_path
 
     section = stage_params(params, "zeroshot", DEFAULTS)
     section["features"] = features_path(section["features"], params)
@@ -83,7 +83,8 @@ def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) 
 
     from extract.conch import tokenize
     from extract.encoders import create_encoder
-    from pipeline.probes.evaluate import evaluate_folds, load_method_data
+    from pipeline.data import load_method_data
+    from pipeline.probes.evaluate import evaluate_folds
     from pipeline.zeroshot import (
         class_text_embeddings,
         load_prompts,
