@@ -197,7 +197,7 @@ def report_json(
     synthetic: Mapping[str, str],
     skipped: Mapping[str, str],
 ) -> dict[str, Any]:
-    """``metrics/report.json`` for ``dvc metrics show``: the best method and each method's paired result."""
+    """``reports/metrics.json`` for ``dvc metrics show``: the best method and each method's paired result."""
     best_auroc = float(table.loc[best, "auroc_mean"]) if best is not None else float("nan")
     out: dict[str, Any] = {
         "best_method": best or "",

@@ -3,7 +3,7 @@
 Reads metrics/<stage>@<name>.json and predictions/<stage>@<name>.csv of train, probe and zeroshot and
 writes reports/summary.md (methods × AUROC, balanced accuracy, weighted F1, kappa, Brier, ECE as
 mean ± std [95% interval] with usable folds; every method paired against the best one by mean test AUROC
-with a bootstrap over the shared test slides) and metrics/report.json (best method and comparison, for
+with a bootstrap over the shared test slides) and reports/metrics.json (best method and comparison, for
 `dvc metrics show`), and logs the report as an artifact of a `report@summary` MLflow run.
 
 A stage summary file with `skipped` (metrics/zeroshot.json when zero-shot could not run) leaves that
@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.params import stage_params
 
-HELP = "comparison of every method on the same folds → reports/summary.md, metrics/report.json"
+HELP = "comparison of every method on the same folds → reports/summary.md, reports/metrics.json"
 
 DEFAULTS: dict[str, Any] = {
     "metrics": "metrics",  # folder of <stage>@<name>.json
@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 2000,  # paired bootstrap replicates
     "seed": 0,
     "output": "reports/summary.md",
-    "json": "metrics/report.json",
+    "json": "reports/metrics.json",
 }
 
 log = logging.getLogger(__name__)

@@ -66,7 +66,7 @@ def test_report_numbers_equal_metrics_files(project, helpers):
                     f"[{m[f'test/{metric}_ci_low']:.3f}, {m[f'test/{metric}_ci_high']:.3f}]")
             assert cell in row, (method, metric)
         assert f"| {m['test/n_usable_folds']}/3 |" in row
-    report = json.loads((project / "metrics/report.json").read_text())
+    report = json.loads((project / "reports/metrics.json").read_text())
     best = max(files, key=lambda k: files[k]["test/auroc_mean"])
     assert report["best_method"] == best == "train@abmil"
     assert report["best_test_auroc_mean"] == files[best]["test/auroc_mean"]
@@ -88,7 +88,7 @@ def test_skipped_zeroshot_is_listed_not_reported(project, helpers):
     text = (project / "reports/summary.md").read_text()
     assert "zeroshot@top1" not in text  # stale files of a skipped stage are left out
     assert "`zeroshot`: no CONCH tokenizer file" in text
-    report = json.loads((project / "metrics/report.json").read_text())
+    report = json.loads((project / "reports/metrics.json").read_text())
     assert report["not_run"] == {"zeroshot": "no CONCH tokenizer file"} and set(report["comparison"]) == {"probe@linear"}
 
 
