@@ -36,16 +36,14 @@ _PARAM_VALUE_MAX = 6000
 def repo_root(start: str | os.PathLike | None = None) -> Path:
     """The project folder: the first of ``start`` (default: cwd) and its parents holding params.yaml or dvc.yaml.
 
-    Falls back to ``start`` itself. Always absolute. Inside a temporary DVC experiment workspace
-    (``<repo>/.dvc/tmp/exps/…``, used by ``dvc exp run --temp`` and the queue) it is the original repo,
-    so every experiment's runs land in the same MLflow store.
+    Falls back to ``start`` itself. Always absolute. Under DVC (env ``DVC_ROOT``) it is the original repo, also
+    for ``dvc exp run --temp`` and queued experiments, so every experiment lands in the same MLflow store.
     """
+    # DVC sets DVC_ROOT for stage commands to the original repo, also when an experiment runs in a
+    # temporary copy (`dvc exp run --temp`, the queue): every experiment then tracks into one store
+    if start is None and os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path(start or os.getcwd()).resolve()
-    # `dvc exp run --temp` / queued experiments run in <repo>/.dvc/tmp/exps/<run>/: track into <repo>
-    parts = here.parts
-    for i in range(len(parts) - 2):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
     for folder in (here, *here.parents):
         if any((folder / marker).is_file() for marker in _ROOT_MARKERS):
             return folder

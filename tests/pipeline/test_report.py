@@ -78,7 +78,7 @@ def test_report_numbers_equal_metrics_files(project, helpers):
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     run = client.search_runs([client.get_experiment_by_name("label").experiment_id],
                              filter_string="tags.stage = 'report'")[0]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.md", "report.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.md", "metrics.json"}
     assert run.data.tags["encoder.weights"] == "synthetic"
 
 

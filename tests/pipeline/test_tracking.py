@@ -123,12 +123,15 @@ def test_parent_failure_is_marked(project):
 
 
 def test_repo_root_of_a_temporary_dvc_experiment_is_the_original_repo(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     from pipeline.tracking import repo_root, tracking_uri
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text("{}")
-    temp_workspace = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    temp_workspace = tmp_path / "elsewhere" / "tmpabc123"  # where `dvc exp run --temp` runs the stages
     temp_workspace.mkdir(parents=True)
     (temp_workspace / "params.yaml").write_text("{}")
-    assert repo_root(temp_workspace) == tmp_path
-    assert tracking_uri("", temp_workspace) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(temp_workspace)
+    assert repo_root() == temp_workspace
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert repo_root() == tmp_path
+    assert tracking_uri("") == f"sqlite:///{tmp_path / 'mlflow.db'}"
