@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import yaml
 
-
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
