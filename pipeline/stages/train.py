@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "monitor": "val/auroc",  # val/auroc | val/loss; best epoch's weights are restored
     "class_balance": "weights",  # weights (inverse-frequency loss weights) | sampler | none
     "grad_clip": 1.0,  # max gradient norm (0: off)
+    "bucket_batches": 50,  # batches formed from windows of bucket_batches×batch_size bags sorted by length (0: random)
     "seed": 0,
     "head_kwargs": {},  # per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}}
     "bag_weight": 0.7,  # CLAM: weight of the bag loss against the instance-clustering loss
@@ -179,7 +180,7 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
 
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
         "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
-        "class_balance", "grad_clip", "seed", "bag_weight", "amp")})
+        "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
 
     def build():

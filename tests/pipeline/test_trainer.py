@@ -1,4 +1,5 @@
-"""Trainer: exact repeats on CPU, non-finite loss, instance cap in training only, early stopping restores best."""
+"""Trainer: exact repeats on CPU, non-finite loss, instance cap in training only, early stopping restores best,
+length-bucketed batches."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,14 @@ from torch import nn
 
 from mil_models import create_mil_model
 from mil_models.synthetic import planted_signal_bags
-from pipeline.trainer import Bag, NonFiniteLossError, TrainConfig, predict, train_fold
+from pipeline.trainer import (
+    Bag,
+    NonFiniteLossError,
+    TrainConfig,
+    length_bucketed_batches,
+    predict,
+    train_fold,
+)
 
 DIM = 16
 
@@ -114,3 +122,57 @@ def test_heads_with_aux_loss_or_positional_encoding_train(data, head):
                         TrainConfig(epochs=1, batch_size=4))
     assert np.isfinite(result.history[0]["train/loss"])
     assert result.val.proba.shape == (4, 2)
+
+
+class _BatchRecorder(nn.Module):
+    """Mean pooling + linear; records each training batch's bag ids (feature 0 of row 0) and mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(DIM, 2)
+        self.batches = []
+
+    def forward(self, x, mask, label=None):  # x [B, N, D], mask [B, N]
+        self.batches.append((x[:, 0, 0].long().tolist(), mask.clone()))
+        pooled = (x * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)  # (B, D)
+        return {"logits": self.linear(pooled), "attention": mask.float(), "aux_loss": None}
+
+
+def test_length_bucketing_cuts_padding_and_sees_every_bag_once():
+    planted = planted_signal_bags(60, dim=DIM, n_instances=(10, 300), seed=5)
+    train = []
+    for i, (features, label) in enumerate(zip(planted.bags, planted.labels, strict=True)):
+        features = features.clone()
+        features[:, 0] = i  # the bag's id, readable in every row of the padded batch
+        train.append(Bag(f"s{i}", features, int(label)))
+    padding = {}
+    for bucket_batches in (50, 0):
+        model = _BatchRecorder()
+        cfg = TrainConfig(epochs=2, batch_size=4, bucket_batches=bucket_batches, max_instances=0, patience=0)
+        result = train_fold(lambda m=model: m, train, [], 2, cfg)
+        assert len(model.batches) == 2 * 15  # ceil(60 / 4) steps per epoch, as the lr schedule assumes
+        for epoch in range(2):
+            batches = model.batches[15 * epoch : 15 * (epoch + 1)]
+            assert sorted(i for ids, _ in batches for i in ids) == list(range(60))  # each bag exactly once
+            masks = [mask for _, mask in batches]
+            real = sum(int(m.sum()) for m in masks)
+            assert real == sum(b.features.shape[0] for b in train)
+            expected = (sum(m.numel() for m in masks) - real) / real
+            assert result.history[epoch]["train/padding"] == pytest.approx(expected)
+        padding[bucket_batches] = np.mean([h["train/padding"] for h in result.history])
+    assert padding[0] > 0.3  # random batches of 10-300-row bags pad heavily
+    assert padding[50] < padding[0] / 4
+
+
+def test_bucketed_batches_keep_a_sampled_order_and_repeat_for_a_seed():
+    order = torch.tensor([3, 3, 0, 7, 1, 3, 9, 2, 2, 5, 8])  # with repeats, as the class-balanced sampler draws
+    lengths = torch.tensor([50, 5, 40, 10, 60, 20, 30, 1, 70, 15])
+    a = length_bucketed_batches(order, lengths, 3, 2, torch.Generator().manual_seed(0))
+    b = length_bucketed_batches(order, lengths, 3, 2, torch.Generator().manual_seed(0))
+    assert a == b and len(a) == 4
+    assert sorted(i for batch in a for i in batch) == sorted(order.tolist())
+    # windows of 2 × 3 entries, each sorted by length, then cut: the sorted first window comes back whole
+    first = sorted(order[:6].tolist(), key=lambda i: lengths[i])
+    assert first[:3] in a and first[3:] in a
+    assert length_bucketed_batches(order, lengths, 3, 0, torch.Generator()) == [order[i : i + 3].tolist()
+                                                                                 for i in (0, 3, 6, 9)]
