@@ -26,6 +26,9 @@ def pad_bags(bags: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(
             f"empty bag(s) at index {empty}: a slide without patches cannot be classified, drop it"
         )
-    x = pad_sequence(list(bags), batch_first=True)  # (B, N_max, D)
+    if len(bags) == 1:  # one bag needs no padding: a view, not a copy
+        x = bags[0].unsqueeze(0)  # (1, N, D)
+    else:
+        x = pad_sequence(list(bags), batch_first=True)  # (B, N_max, D)
     mask = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)  # (B, N_max)
     return x, mask
