@@ -21,6 +21,8 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``. Raises ``ValueError`` if the name is taken."""
+
         def decorator(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
@@ -30,6 +32,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        """The entry registered as ``name``. Raises ``KeyError`` naming the registered ones and the closest."""
         try:
             return self._entries[name]
         except KeyError:
@@ -40,6 +43,7 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:

@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
+    """Tile every cohort slide (resuming finished ones); returns 1 when ``tile.fail_if`` is met, else 0."""
     from tqdm import tqdm
 
     from extract.tiles import MANIFEST, MANIFEST_COLUMNS, open_tiles
