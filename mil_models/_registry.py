@@ -27,7 +27,7 @@ def create_mil_model(name: str, in_dim: int, n_classes: int, **kwargs: Any) -> n
     returns ``{"logits": [B, C], "attention": [B, N] or [B, C, N], "aux_loss": scalar tensor or None}``.
 
     Raises:
-        KeyError: unknown head name (the message lists the registered ones).
+        UnknownPluginError (a KeyError): unknown head name (the message lists the registered ones).
         ValueError: ``in_dim < 1`` or ``n_classes < 2``.
         ParamsError: an option the head does not take (the message lists the ones it takes).
     """

@@ -14,8 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from pipeline.errors import SlidemilError
-from pipeline.params import load_params
+from pipeline.params import load_params, stage_params
 
 STAGES = {
     "tile": "pipeline.stages.tile",
@@ -67,6 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def validate_sections(params: dict) -> None:
+    """Check every section of the params (unknown or misspelled keys, wrong types) before any stage works.
+
+    A stage validates its own section again with its extra rules; this catches a typo in a later
+    stage's section before an earlier, long stage runs. Raises ParamsError.
+    """
+    from pipeline.tracking import MLFLOW_DEFAULTS
+    from splits.task import TASK_DEFAULTS
+
+    sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
+    for name, module_name in STAGES.items():
+        defaults = getattr(importlib.import_module(module_name), "DEFAULTS", None)
+        if defaults:
+            sections[name] = defaults
+    for section, defaults in sections.items():
+        stage_params(params, section, defaults)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``slidemil``; returns the process exit code (2 on a user error)."""
     args = build_parser().parse_args(argv)
@@ -79,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         needs_params = getattr(args._module, "NEEDS_PARAMS", True)
         if needs_params or Path(args.params).is_file():
             params = load_params(args.params, args.overrides)
+            validate_sections(params)
         else:
             params = {}
-        return int(args._module.run(params, args) or 0)
+        with logging_redirect_tqdm():  # log lines above the progress bars, not inside them
+            return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:
         log.error("%s", exc)
         return 2

@@ -26,3 +26,10 @@ class StoreError(SlidemilError):
 
 class LeakageError(SlidemilError):
     """A patient appears in two parts of a fold, or splits and features disagree."""
+
+
+class UnknownPluginError(SlidemilError, KeyError):
+    """A registry name (encoder, MIL head, probe) that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -82,7 +82,11 @@ def _merge(defaults: dict[str, Any], user: dict[str, Any], prefix: str) -> dict[
         if key not in defaults:
             raise ParamsError(f"unknown params key {dotted!r}{_did_you_mean(key, defaults)}")
         default = defaults[key]
-        if isinstance(default, dict):
+        if isinstance(default, dict) and not default:  # an empty default mapping is free-form
+            if not isinstance(value, dict):
+                raise ParamsError(f"params key {dotted!r} must be a mapping, got {value!r}")
+            defaults[key] = value
+        elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ParamsError(f"params key {dotted!r} must be a mapping, got {value!r}")
             defaults[key] = _merge(default, value, dotted)
@@ -100,8 +104,6 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, int) and isinstance(value, str) and value == "auto":
-        return value
     if isinstance(default, str) and default == "auto" and not isinstance(value, dict):
         return value
     if isinstance(default, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):

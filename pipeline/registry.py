@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from pipeline.errors import UnknownPluginError
+
 T = TypeVar("T")
 
 
@@ -13,7 +15,7 @@ class Registry(Generic[T]):
     """Name → factory mapping for one kind of plug-in.
 
     ``register`` is a decorator; a duplicate name raises ``ValueError``; ``get`` of an unknown name
-    raises ``KeyError`` listing the known names and the closest match.
+    raises ``UnknownPluginError`` (a ``KeyError`` and a ``SlidemilError``) listing the known names and the closest match.
     """
 
     def __init__(self, kind: str) -> None:
@@ -32,13 +34,13 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        """The entry registered as ``name``. Raises ``KeyError`` naming the registered ones and the closest."""
+        """The entry registered as ``name``. Raises ``UnknownPluginError`` naming the registered ones and the closest."""
         try:
             return self._entries[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(self._entries), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(
+            raise UnknownPluginError(
                 f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._entries))}.{hint}"
             ) from None
 

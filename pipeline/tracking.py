@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -99,8 +100,9 @@ def provenance_tags(
 ) -> dict[str, str]:
     """Tags every parent run carries: git commit, DVC experiment name, encoder weights hash, data digests.
 
-    ``encoder.weights=synthetic`` marks runs on synthetic encoder weights (``weights_sha256`` starting
-    with ``synthetic``), so nobody mistakes them for real results.
+    ``encoder.weights=synthetic`` marks runs on made-up encoder weights (``weights_sha256`` starting with
+    ``synthetic`` — the generated CONCH checkpoint — or ``random`` — test encoders), so nobody mistakes
+    them for real results.
     """
     tags = {"git.commit": git_commit(root)}
     if os.environ.get("DVC_EXP_NAME"):
@@ -109,7 +111,7 @@ def provenance_tags(
         tags["encoder.id"] = encoder_id
     if weights_sha256:
         tags["encoder.weights_sha256"] = weights_sha256
-        tags["encoder.weights"] = "synthetic" if weights_sha256.startswith("synthetic") else "real"
+        tags["encoder.weights"] = "synthetic" if weights_sha256.startswith(("synthetic", "random")) else "real"
     if features_digest:
         tags["features.digest"] = features_digest
     if splits_digest:
@@ -228,15 +230,29 @@ class Run:
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(in_dim)), "bag")]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(n_outputs)), "probabilities")]),
         )
-        with self._timed():
+        with self._timed(), _quiet("mlflow.pytorch", "mlflow.utils.requirements_utils"):
             mlflow.set_tracking_uri(tracking)
             with mlflow.start_run(run_id=self.run_id):
+                # pickle: the model is our own nn.Module (MLflow 3's pt2 format needs an input example)
                 mlflow.pytorch.log_model(
                     model, name=name, signature=signature, serialization_format="pickle",
-                    pip_requirements=[f"torch=={torch.__version__}"],
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 )
             # start_run/end_run marked the run FINISHED; it is still in progress until its block ends.
             self.client.update_run(self.run_id, status="RUNNING")
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Silence MLflow's per-call advice (pickle format, local-build version suffix) repeated every fold."""
+    saved = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 class ParentRun(Run):

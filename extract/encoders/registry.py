@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from extract.encoders.base import Encoder, resolve_device
+from pipeline.errors import UnknownPluginError
 from pipeline.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
@@ -24,14 +25,14 @@ def create_encoder(
     ``checkpoint``: local file; for ``conch_v1`` also ``hf_hub:MahmoodLab/conch``, ``synthetic[:seed]`` or
     None (env ``CONCH_CHECKPOINT``); for the timm-based entries ``random[:seed]`` gives random weights
     (tests only). ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``fp16`` (autocast). Nothing is downloaded
-    except an explicit ``hf_hub:`` checkpoint. Raises KeyError (unknown name), ParamsError (device,
+    except an explicit ``hf_hub:`` checkpoint. Raises UnknownPluginError (unknown name; a KeyError), ParamsError (device,
     precision), CheckpointError (missing/mismatched weights).
     """
     dev = resolve_device(device)
     if name.startswith(TIMM_PREFIX):
         return ENCODERS.get("timm")(checkpoint, dev, precision, model_name=name.removeprefix(TIMM_PREFIX))
     if name == "timm":
-        raise KeyError("encoder 'timm' needs a model name: 'timm:<model_name>', e.g. 'timm:resnet18'")
+        raise UnknownPluginError("encoder 'timm' needs a model name: 'timm:<model_name>', e.g. 'timm:resnet18'")
     return ENCODERS.get(name)(checkpoint, dev, precision)
 
 

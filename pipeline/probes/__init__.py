@@ -34,7 +34,7 @@ def create_probe(name: str, **kwargs: Any) -> ClassifierMixin:
     """Build the probe registered as ``name`` with hyper-parameters ``kwargs``.
 
     Raises:
-        KeyError: unknown probe name (lists the registered ones).
+        UnknownPluginError (a KeyError): unknown probe name (lists the registered ones).
     """
     return PROBES.get(name)(**kwargs)
 

@@ -35,3 +35,23 @@ def test_registry_rejects_duplicates_and_suggests_names():
     with pytest.raises(KeyError, match="Did you mean 'abmil'"):
         reg.get("abmil_")
     assert reg.names() == ["abmil"] and "abmil" in reg
+
+
+def test_atomic_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_unknown_plugin_is_a_user_error_and_a_key_error():
+    from pipeline.errors import SlidemilError
+
+    reg: Registry = Registry("encoder")
+    with pytest.raises(SlidemilError) as info:
+        reg.get("nonexistent")
+    assert isinstance(info.value, KeyError) and str(info.value).startswith("unknown encoder 'nonexistent'")

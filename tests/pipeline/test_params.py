@@ -56,3 +56,26 @@ def test_load_params_applies_overrides(tmp_path):
     (tmp_path / "params.yaml").write_text("cohort: demo/cohort.csv\ntile:\n  target_mpp: 0.5\n")
     params = load_params(tmp_path / "params.yaml", ["tile.target_mpp=2", "cohort=other.csv"])
     assert params == {"cohort": "other.csv", "tile": {"target_mpp": 2}}
+
+
+def test_auto_is_only_accepted_where_the_default_is_auto():
+    with pytest.raises(ParamsError, match="patch_size"):
+        stage_params({"tile": {"patch_size": "auto"}}, "tile", DEFAULTS)
+    assert stage_params({"x": {"batch_size": 16}}, "x", {"batch_size": "auto"})["batch_size"] == 16
+
+
+def test_empty_mapping_default_is_free_form():
+    out = stage_params({"train": {"head_kwargs": {"abmil": {"dropout": 0.25}}}}, "train", {"head_kwargs": {}})
+    assert out["head_kwargs"] == {"abmil": {"dropout": 0.25}}
+    with pytest.raises(ParamsError, match="mapping"):
+        stage_params({"train": {"head_kwargs": 3}}, "train", {"head_kwargs": {}})
+
+
+def test_cli_rejects_a_typo_in_a_later_stage_before_any_work(tmp_path, monkeypatch, caplog):
+    from pipeline.cli import main
+
+    (tmp_path / "params.yaml").write_text("cohort: missing.csv\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["tile", "--set", "train.epocs=3"]) == 2
+    assert "did you mean 'epochs'" in caplog.text
+    assert not (tmp_path / "data").exists()  # nothing was tiled
