@@ -61,6 +61,12 @@ def label_cohort(cohort: pd.DataFrame, task: Task, label_conflict: str = "error"
                 "fix task.label / split.site_column in params.yaml"
             )
     classes = task.resolve_classes(cohort[task.label])
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "no label at all"
+        raise CohortError(
+            f"column {task.label!r} of the cohort table holds {found}: a classification task needs at least two "
+            "classes; fill in the labels or name another column in task.label"
+        )
     excluded: dict[str, str] = {}
     for sid, label in zip(cohort["slide_id"], cohort[task.label], strict=True):
         if label == "":

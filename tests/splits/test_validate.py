@@ -73,7 +73,7 @@ def test_sites_must_be_filled_and_one_per_patient(write_cohort):
     blank = load_cohort(write_cohort("slide_id,path,patient_id,label,site\ns1,a,p1,x,A\ns2,b,p2,y,\n"))
     with pytest.raises(CohortError, match=r"blank 'site' on cohort line\(s\) 3"):
         label_cohort(blank, task, site_column="site")
-    two = load_cohort(write_cohort("slide_id,path,patient_id,label,site\ns1,a,p1,x,A\ns2,b,p1,x,B\n"))
+    two = load_cohort(write_cohort("slide_id,path,patient_id,label,site\ns1,a,p1,x,A\ns2,b,p1,x,B\ns3,c,p2,y,B\n"))
     with pytest.raises(CohortError, match="p1 have slides at more than one 'site'"):
         label_cohort(two, task, site_column="site")
 
@@ -84,3 +84,16 @@ def test_feasibility_lists_each_class_and_largest_k():
     with pytest.raises(CohortError, match=r"x: 2 patient\(s\), y: 2 patient\(s\); the largest feasible number of "
                                           r"folds is 2: set split.n_folds=2"):
         check_fold_feasibility(slides, ("x", "y"), 3)
+
+
+def test_a_label_column_with_one_class_is_rejected_when_classes_are_inferred():
+    import pandas as pd
+
+    from pipeline.errors import CohortError
+    from splits.task import Task
+    from splits.validate import label_cohort
+
+    cohort = pd.DataFrame({"row": [2, 3, 4], "slide_id": ["a", "b", "c"], "patient_id": ["p1", "p2", "p3"],
+                           "label": ["tumour", "tumour", ""]})
+    with pytest.raises(CohortError, match=r"holds only 'tumour'.*at least two classes"):
+        label_cohort(cohort, Task(label="label", classes=(), ordered=False), "error", "")
