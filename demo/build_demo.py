@@ -99,7 +99,7 @@ VENDOR_ROWS = (
         "real/wsi-ome-tiff-he/OS-1-detail.ome.tif",
         "src-OS-1",
         "OS-1",
-        "no_tissue: 250 µm wide, smaller than one 256-µm patch; OpenSlide cannot open it (tifffile can)",
+        "skipped: 250 µm wide, smaller than one 256-µm patch; OpenSlide cannot open it (tifffile can)",
     ),
     (
         "real-ndpi-fluorescence",

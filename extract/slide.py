@@ -23,7 +23,7 @@ import openslide
 
 from extract.levels import best_level_for_downsample
 from extract.mpp import PLAUSIBLE_MPP, resolve_mpp
-from extract.slide_backends import IMAGE_SUFFIXES, ImageBackend, OpenSlideBackend, TiffBackend
+from extract.slide_backends import IMAGE_SUFFIXES, ImageBackend, OpenSlideBackend, TiffBackend, check_tiff
 from pipeline.errors import SlideError
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class Slide:
         self.properties: dict[str, str] = reader.properties
         self.memory_budget_mb = memory_budget_mb
         self.dimensions: tuple[int, int] = reader.level_dimensions[0]
+        self._last_error = ""  # the reader's message for the last region that could not be decoded
         try:
             resolved = resolve_mpp(self.properties, mpp_override, plausible_mpp)
         except SlideError as exc:
@@ -176,8 +177,8 @@ class Slide:
         overview = Overview(np.full((out_h, out_w, 3), 255, dtype=np.uint8), downsample)
         n_ok = self._read_block(overview, level, 0, 0, out_w, out_h)
         if n_ok == 0:
-            raise SlideError(f"{self.path}: unreadable: no region of the slide could be decoded "
-                             f"({len(overview.unreadable)} regions failed; the file may be truncated or corrupt)")
+            raise SlideError(f"{self.path}: unreadable (truncated or corrupt file: no region of the slide could be "
+                             f"decoded, {len(overview.unreadable)} regions failed; last error: {self._last_error})")
         return overview
 
     def _read_block(self, overview: Overview, level: int, c: int, r: int, bw: int, bh: int) -> int:
@@ -197,6 +198,7 @@ class Slide:
             pixels = self.read_region((round(lx0 * lds), round(ly0 * lds)), level, (lw, lh))
         except PatchReadError as exc:
             log.debug("%s", exc)
+            self._last_error = str(exc.__cause__ or exc)
             self.reopen()
             if max(lw, lh) > _MIN_BLOCK and splittable:
                 return self._read_quarters(overview, level, c, r, bw, bh)
@@ -288,6 +290,9 @@ def _open_reader(path: Path, memory_budget_mb: float):
         except (OSError, ValueError) as exc:
             raise SlideError(f"{path}: unreadable image: {exc}") from exc
 
+    tiff = check_tiff(path)
+    if tiff is not None and tiff.damage:
+        raise SlideError(f"{path}: unreadable (truncated or corrupt file: {tiff.damage})")
     errors: list[str] = []
     try:
         reader = OpenSlideBackend(path)
@@ -295,23 +300,16 @@ def _open_reader(path: Path, memory_budget_mb: float):
         errors.append(f"openslide: {exc}")
     except openslide.OpenSlideError as exc:
         # OpenSlide recognised the format but the file is damaged: report that, not a fallback's complaint.
-        raise SlideError(f"{path}: unreadable (OpenSlide: {exc})") from exc
+        raise SlideError(f"{path}: unreadable (truncated or corrupt file: OpenSlide: {exc})") from exc
     else:
-        if reader.properties.get("openslide.vendor") != "generic-tiff" or not _tifffile_sees_more_levels(path, reader):
+        generic = reader.properties.get("openslide.vendor") == "generic-tiff"
+        if not generic or tiff is None or tiff.levels <= len(reader.level_dimensions):
             return reader
         reader.close()  # OME-TIFF pyramid in SubIFDs: OpenSlide sees level 0 only
+    if tiff is not None and tiff.error:  # a TIFF header that tifffile cannot follow: damaged, not exotic
+        raise SlideError(f"{path}: unreadable (truncated or corrupt file: tifffile: {tiff.error})")
     try:
         return TiffBackend(path)
     except Exception as exc:  # noqa: BLE001 — tifffile/zarr raise many types; the message is reported
         errors.append(f"tifffile: {type(exc).__name__}: {exc}")
     raise SlideError(f"{path}: unreadable: no reader can open this file ({'; '.join(errors)})")
-
-
-def _tifffile_sees_more_levels(path: Path, reader: OpenSlideBackend) -> bool:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(str(path)) as tif:
-            return len(tif.series[0].levels) > len(reader.level_dimensions)
-    except (tifffile.TiffFileError, OSError, ValueError, IndexError):
-        return False

@@ -8,7 +8,11 @@ Backends do not catch read errors: :class:`extract.slide.Slide` turns them into 
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,88 @@ import numpy as np
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 
 _RESOLUTION_UNITS = {1: "none", 2: "inch", 3: "centimeter"}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def tifffile_messages() -> Iterator[list[str]]:
+    """Collect tifffile's warnings/errors (about a damaged file) into a list instead of printing them."""
+    logger = logging.getLogger("tifffile")
+    messages: list[str] = []
+    handler, propagate = _Collect(messages), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+@dataclass(frozen=True)
+class TiffCheck:
+    """What tifffile finds in a TIFF-family file (SVS, NDPI, OME-TIFF, …) before any pixels are read.
+
+    Attributes:
+        levels: pyramid levels of the first image series (0 when the file cannot be parsed).
+        damage: why the file is truncated or corrupt ("" when its image data lies within the file).
+        error: tifffile's message when it cannot parse the file at all ("" otherwise).
+    """
+
+    levels: int
+    damage: str
+    error: str
+
+
+def check_tiff(path: Path) -> TiffCheck | None:
+    """Parse the TIFF structure of ``path`` and compare the image data it claims with the file's size.
+
+    A truncated file keeps the offsets and byte counts of strips/tiles past its end (or loses the tags
+    that hold them); OpenSlide and tifffile would read those as missing (black or white) pixels instead
+    of failing. Returns None for a file that is not a TIFF.
+    """
+    import tifffile
+
+    with path.open("rb") as handle:
+        if handle.read(4) not in _TIFF_MAGIC:
+            return None
+    size = path.stat().st_size
+    with tifffile_messages() as messages:
+        try:
+            with tifffile.TiffFile(str(path)) as tif:
+                if not tif.series:
+                    return TiffCheck(0, "", "; ".join(messages[:3]) or "the file holds no image")
+                levels = len(tif.series[0].levels)
+                damage = _data_past_end(tif, size)
+        except Exception as exc:  # noqa: BLE001 — tifffile raises many types on a damaged file; reported
+            return TiffCheck(0, "", "; ".join([*messages[:3], f"{type(exc).__name__}: {exc}"]))
+    if damage and messages:
+        damage = f"{damage} (tifffile: {'; '.join(messages[:3])})"
+    return TiffCheck(levels, damage, "")
+
+
+def _data_past_end(tif, size: int) -> str:
+    """Why the image data of ``tif``'s series does not fit in ``size`` bytes ("" when it does)."""
+    for series in tif.series:
+        for level in series.levels:
+            for page in level.pages:
+                if page is None or not hasattr(page, "dataoffsets"):
+                    continue
+                if not page.dataoffsets or not any(page.databytecounts):
+                    return f"image {page.index} has no strip/tile offsets (its tags lie past the end of the file)"
+                end = max(o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=True))
+                if end > size:
+                    return f"the file has {size} bytes but image {page.index} claims data up to byte {end}"
+    return ""
 
 
 def _white(h: int, w: int) -> np.ndarray:
@@ -79,7 +165,8 @@ class TiffBackend:
         import tifffile
         import zarr
 
-        self._tif = tifffile.TiffFile(str(path))
+        with tifffile_messages():  # damage is found by check_tiff; keep tifffile's log off the console
+            self._tif = tifffile.TiffFile(str(path))
         try:
             series = self._tif.series[0]
             axes = series.axes
@@ -101,7 +188,11 @@ class TiffBackend:
     def read(self, x0: int, y0: int, level: int, w: int, h: int) -> np.ndarray:
         ds = self.level_downsamples[level]
         width, height = self.level_dimensions[level]
-        return _paste_clipped(self._levels[level], round(x0 / ds), round(y0 / ds), w, h, width, height)
+        with tifffile_messages() as messages:
+            pixels = _paste_clipped(self._levels[level], round(x0 / ds), round(y0 / ds), w, h, width, height)
+        if messages:  # tifffile logs, then fills with zeros, a strip/tile it cannot decode
+            raise ValueError("; ".join(messages[:3]))
+        return pixels
 
     def close(self) -> None:
         self._tif.close()

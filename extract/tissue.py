@@ -4,8 +4,9 @@ Brightfield slides (H&E, IHC): HSV saturation, median-blurred, thresholded with 
 to a fixed band (so a blank slide stays blank and an all-tissue ROI is not split in two), the approach
 of CLAM (Lu et al., "Data-efficient and weakly supervised computational pathology on whole-slide
 images", Nat. Biomed. Eng. 2021). Dark-background slides (fluorescence) are detected from their
-brightness and thresholded on brightness instead. Then pen marks (blue, green, black ink) are removed
-by hue/brightness rules, gaps are closed, small objects dropped and small holes filled. Sizes are given
+brightness and thresholded on brightness instead. Then pen marks (green, blue, black ink) are
+removed by hue/saturation/brightness rules (blue and black only as large connected strokes, so
+dense nuclei are kept), gaps are closed, small objects dropped and small holes filled. Sizes are given
 in µm / mm² so the result does not depend on the working resolution.
 """
 
@@ -42,9 +43,13 @@ class TissueParams:
         close_um: morphological closing diameter in µm (joins tissue fragments).
         min_area_mm2: tissue objects smaller than this are dropped.
         max_hole_mm2: holes smaller than this inside tissue are filled.
-        pen_filter: remove blue, green and black ink (brightfield only).
-        pen_min_saturation: saturation (0–255) above which a blue/green hue counts as ink.
-        black_max_value: brightness (0–255) below which a brightfield pixel counts as black ink.
+        pen_filter: remove green, blue and black ink (brightfield only).
+        pen_min_saturation: saturation (0–255); half of it makes a green hue ink.
+        ink_min_saturation: saturation (0–255) above which a blue hue can be ink (hematoxylin-dense
+            nuclei reach ~105, so the stroke size decides too).
+        black_max_value: brightness (0–255) below which a brightfield pixel can be black ink.
+        pen_min_area_mm2: blue/black objects smaller than this (and than 5 % of the image) are stain,
+            not ink.
     """
 
     mask_mpp: float = 8.0
@@ -60,7 +65,9 @@ class TissueParams:
     max_hole_mm2: float = 0.05
     pen_filter: bool = True
     pen_min_saturation: int = 90
+    ink_min_saturation: int = 110
     black_max_value: int = 50
+    pen_min_area_mm2: float = 0.05
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TissueParams:
@@ -111,31 +118,42 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> TissueMask
     mask = blurred > threshold
     pen = np.zeros_like(mask)
     if params.pen_filter and method == "saturation":
-        pen = pen_mask(hue, saturation, value, params)
+        pen = pen_mask(hue, saturation, value, params, _min_object_px(params.pen_min_area_mm2, mpp, mask.size))
         mask &= ~pen
     close = _odd(params.close_um / mpp)
     if close > 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
         mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool) & ~pen
-    px_per_mm2 = 1e6 / (mpp * mpp)
-    # On a small image (an ROI tile) the WSI-scale minimum area would exceed the image: cap it at 5 %.
-    min_area = min(params.min_area_mm2 * px_per_mm2, 0.05 * mask.size)
-    mask = remove_small_objects(mask, max_size=max(0, int(min_area) - 1))
-    mask = fill_small_holes(mask, int(params.max_hole_mm2 * px_per_mm2)) & ~pen
+    mask = remove_small_objects(mask, max_size=_min_object_px(params.min_area_mm2, mpp, mask.size) - 1)
+    mask = fill_small_holes(mask, int(params.max_hole_mm2 * 1e6 / (mpp * mpp))) & ~pen
     return TissueMask(mask=mask, method=method, threshold=threshold, pen_fraction=float(pen.mean()))
 
 
-def pen_mask(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray, params: TissueParams) -> np.ndarray:
-    """Pixels of blue, green or black ink on a brightfield slide → bool [h, w].
+def pen_mask(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray, params: TissueParams,
+             min_stroke_px: int = 0) -> np.ndarray:
+    """Pixels of green, blue or black ink on a brightfield slide → bool [h, w].
 
-    OpenCV hue (0–180): H&E stains sit at 130–180 and 0–10, IHC DAB at 5–25 and its hematoxylin
-    counterstain at 100–130 but weakly saturated; green ink is 35–95, blue ink 95–130 and strongly
-    saturated; black ink is darker than any stained tissue.
+    OpenCV hue (0–180): H&E stains sit at 125–180 and 0–10, IHC DAB at 5–25 and its hematoxylin
+    counterstain at 100–130 but weakly saturated; green ink is 35–95 (no stain there). Blue ink
+    (95–130) and black ink overlap dense nuclei and dark folds in colour,
+    so they count only when strongly saturated (or darker than stain) and part of a connected stroke of
+    ≥ ``min_stroke_px`` px.
     """
     green = (hue >= 35) & (hue < 95) & (saturation >= params.pen_min_saturation // 2)
-    blue = (hue >= 95) & (hue < 130) & (saturation >= params.pen_min_saturation)
+    # Red ink is not removed: on real H&E, large eosin-rich regions match any red hue/saturation band
+    # (histolab's medium-nuclei-score-level1 lost 38 % of its tissue to such a rule).
+    blue = (hue >= 95) & (hue < 130) & (saturation >= params.ink_min_saturation)
     black = value < params.black_max_value
-    return green | blue | black
+    ink = blue | black
+    if min_stroke_px > 1:
+        ink = remove_small_objects(ink, max_size=min_stroke_px - 1)
+    return green | ink
+
+
+def _min_object_px(area_mm2: float, mpp: float, image_px: int) -> int:
+    """``area_mm2`` in px at ``mpp``, capped at 5 % of the image (an ROI tile can be smaller than the
+    WSI-scale area)."""
+    return max(0, int(min(area_mm2 * 1e6 / (mpp * mpp), 0.05 * image_px)))
 
 
 def fill_small_holes(mask: np.ndarray, max_pixels: int) -> np.ndarray:

@@ -6,7 +6,8 @@ segment the tissue on a streamed overview (~8 µm/px), keep the grid patches wit
 `tile.min_tissue_fraction` tissue, and write:
 
   <output>/coords.zarr/<slide_id>/   coords int64 [N, 2] (level-0 x, y) + tissue_fraction, attrs
-  <output>/manifest.csv              one row per cohort slide: status ok | no_tissue | failed, reason
+  <output>/manifest.csv              one row per cohort slide: status ok | no_tissue | failed | skipped
+                                     (smaller than one patch), reason
   <output>/qc/<slide_id>.png         overview with the tissue contour and the kept patches
 
 A slide's failure is recorded and the cohort goes on. A slide whose tiles exist for the same file and
@@ -55,7 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "max_hole_mm2": 0.05,
         "pen_filter": True,
         "pen_min_saturation": 90,
+        "ink_min_saturation": 110,
         "black_max_value": 50,
+        "pen_min_area_mm2": 0.05,
     },
 }
 
@@ -91,10 +94,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         rows.append(tile_one(slide.slide_id, Path(slide.path), slide.mpp, cfg, root, store,
                              force=getattr(args, "force", False)))
         write_csv(root / MANIFEST, _frame(rows, MANIFEST_COLUMNS))  # keep finished rows if we crash
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed", "skipped")}
     n_patches = sum(r["n_patches"] for r in rows if r["status"] == "ok")
-    log.info("tile: %d ok, %d no_tissue, %d failed of %d slides; %d patches → %s",
-             counts["ok"], counts["no_tissue"], counts["failed"], len(rows), n_patches, root)
+    log.info("tile: %d ok, %d no_tissue, %d failed, %d skipped of %d slides; %d patches → %s",
+             counts["ok"], counts["no_tissue"], counts["failed"], counts["skipped"], len(rows), n_patches, root)
     if cfg["fail_if"] == "any_failed" and counts["failed"]:
         return 1
     return 0 if counts["ok"] or not rows else 1
@@ -203,7 +206,7 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
         if len(coords):
             status = "ok"
         elif not len(candidates):
-            status = "no_tissue"
+            status = "skipped"
             notes.insert(0, f"the slide ({width}x{height} px) is smaller than one patch "
                             f"({choice.patch_size_level0} level-0 px); lower tile.patch_size or tile.target_mpp")
         else:

@@ -140,3 +140,14 @@ def test_corrupt_tile_raises_patch_read_error_and_reopen_recovers(tmp_path, tiss
         slide.reopen()
         good = read_patch(slide, 512, 512, 0, 256, 256)
         assert np.abs(good.astype(int) - tissue_rgb[512:768, 512:768]).mean() < 8
+
+
+@pytest.mark.parametrize("cut", [900_000, 1_276_500])  # before / inside the first image's tags (at byte 1275950)
+def test_truncated_svs_is_unreadable_even_with_an_mpp_override(real_data, tmp_path, caplog, cut):
+    path = tmp_path / "cut.svs"
+    path.write_bytes((real_data / SVS).read_bytes()[:cut])
+    for override in (None, 0.5):
+        with pytest.raises(SlideError, match=r"unreadable \(truncated or corrupt file: .*offset") as info:
+            open_slide(path, mpp_override=override)
+        assert "mpp" not in str(info.value) and "IndexError" not in str(info.value)
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]  # in the reason, not on the console

@@ -38,7 +38,7 @@ def real_run(real_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("real")
     rows = [{"slide_id": k, "path": str(real_data / v), "patient_id": k, "mpp": ""} for k, v in REAL.items()]
     rows.append({"slide_id": "roi_blank", "path": str(real_data / "tiles-histolab-fixtures/no-tissue.png"),
-                 "patient_id": "roi", "mpp": "0.25"})
+                 "patient_id": "roi", "mpp": "0.5"})  # exactly one 256-µm patch
     rows.append({"slide_id": "missing", "path": str(tmp / "missing.svs"), "patient_id": "m", "mpp": ""})
     code, manifest = _run(tmp, rows)
     return tmp, code, manifest
@@ -53,7 +53,7 @@ def test_every_real_slide_gets_the_right_status(real_run):
     assert status["camelyon"] == "failed"
     assert "finer than the scan (28.97 µm/px)" in manifest.loc["camelyon", "reason"]
     assert status["ndpi_fluo"] == "ok"  # fluorescence: brightness threshold, no crash
-    assert status["os1_crop"] == "no_tissue" and "smaller than one patch" in manifest.loc["os1_crop", "reason"]
+    assert status["os1_crop"] == "skipped" and "smaller than one patch" in manifest.loc["os1_crop", "reason"]
     assert status["roi_blank"] == "no_tissue" and manifest.loc["roi_blank", "n_patches"] == 0
     assert status["missing"] == "failed" and "not found" in manifest.loc["missing", "reason"]
     # the same CMU-1 pixels in four containers: same level-0 mpp, same plausible patch count

