@@ -104,6 +104,7 @@ class ExtractionConfig:
     store: str
     prefetch: int = 2
     fast_reader: bool = True
+    force: bool = False  # recompute slides whose group is up to date
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,13 @@ def run_slide(
     wait_for_lock: bool = False,
     on_patches: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Extract one slide into the store unless its group is up to date; return its manifest row.
+    """Extract one slide into the store unless its group is up to date (or ``config.force``); return its
+    manifest row.
 
-    Status ``ok`` (computed, or up to date: reason says which), ``no_tissue`` (written as (0, D) arrays),
-    ``failed`` (reason), ``skipped`` (tiling did not succeed) or ``busy`` (locked by another writer and
-    ``wait_for_lock`` is False).
+    Status ``ok`` (computed, or up to date: reason says which; a few unreadable patches are dropped and
+    listed in the reason), ``no_tissue`` (no patches: written as (0, D) arrays), ``failed`` (reason; e.g.
+    every patch unreadable, nothing written), ``skipped`` (tiling did not succeed) or ``busy`` (locked by
+    another writer and ``wait_for_lock`` is False).
     """
     from extract.tiles import open_tiles
 
@@ -154,15 +157,17 @@ def run_slide(
             "coords": array_digest(coords),
         })
         writer = FeatureStoreWriter(config.store, desc["encoder_id"], desc["weights_sha256"], desc["embed_dim"])
-        if writer.is_up_to_date(job.slide_id, digest):
+        if not config.force and writer.is_up_to_date(job.slide_id, digest):
             return _up_to_date(row, writer, job.slide_id, t_start)
         lock = writer.lock(job.slide_id)
         if not (lock.wait() if wait_for_lock else lock.acquire()):
             return {**row, "status": BUSY, "reason": f"locked by {lock.owner()}"}
         try:
-            if writer.is_up_to_date(job.slide_id, digest):  # finished by another writer meanwhile
+            if not config.force and writer.is_up_to_date(job.slide_id, digest):  # finished by another writer
                 return _up_to_date(row, writer, job.slide_id, t_start)
             result = _extract(coords, tile_attrs, config, encoder, lock, on_patches)
+            if len(coords) and not len(result.features):
+                raise SlideError(f"all {len(coords)} patches unreadable: {result.dropped[0][1]}")
             status = "ok" if len(result.features) else "no_tissue"
             attrs = {
                 **tile_attrs, **desc,

@@ -12,6 +12,7 @@ fails it is reported in ``PatchBatch.errors`` and flagged in ``PatchBatch.ok`` (
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ import torch
 
 from extract.fast_reader import open_jpeg_tiles
 from extract.slide import PatchReadError, Slide, open_slide, resize
+from extract.slide import log as slide_log
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,14 @@ def iter_batches(
         futures = [pool.submit(fill, buffer, start, range(a, min(a + step, stop))) for a in range(start, stop, step)]
         return start, pixels, futures
 
-    # One slide handle per thread: the first task a thread runs opens it.
+    # One slide handle per thread: the first task a thread runs opens it. Each open checks the slide's
+    # levels and may warn about the same level (extract.slide); the reader threads log each warning once.
+    once = _OncePerMessage()
+    slide_log.addFilter(once)
     pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="patch-reader")
     starts = iter(range(0, n, batch_size))
-    pending: deque = deque(submit(pool, s) for _, s in zip(range(prefetch + 1), starts, strict=False))
     try:
+        pending: deque = deque(submit(pool, s) for _, s in zip(range(prefetch + 1), starts, strict=False))
         while pending:
             start, pixels, futures = pending.popleft()
             errors: list[tuple[int, str]] = []
@@ -178,3 +183,21 @@ def iter_batches(
         pool.shutdown(wait=True, cancel_futures=True)
         for r in readers:
             r.close()
+        slide_log.removeFilter(once)
+
+
+class _OncePerMessage(logging.Filter):
+    """A logging filter that lets each distinct message through once, whichever thread logs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        with self._lock:
+            if message in self._seen:
+                return False
+            self._seen.add(message)
+            return True

@@ -5,8 +5,11 @@ Reads the `extract:` section of params.yaml and the tiles store (data/tiles), wr
 status, reason, patches, read/encode seconds, patches/s).
 
 Resumable: a slide group becomes visible only when complete; a finished group is not recomputed unless the
-encoder (id, weights, preprocessing), the tiling or the dtype changed. Several runs (or dask workers) may
-share one store: each slide group has one writer at a time.
+encoder (id, weights, preprocessing), the tiling or the dtype changed, or --force is given. Several runs
+(or dask workers) may share one store: each slide group has one writer at a time.
+
+A slide fails (status and reason in the manifest, one WARNING line each) when, e.g., none of its patches
+can be read any more; the cohort goes on. Run before `slidemil tile`, it stops with a message saying so.
 
 The default encoder is conch_v1. Its weights come from extract.checkpoint, else env CONCH_CHECKPOINT;
 without either, synthetic weights are used (features are then meaningless: a WARNING is logged and the
@@ -27,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ParamsError
+from pipeline.errors import ParamsError, StoreError
 from pipeline.params import stage_params
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-encoders", action="store_true", help="print the registered encoders and exit")
+    parser.add_argument("--force", action="store_true", help="recompute slides whose features are up to date")
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
@@ -64,6 +68,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         print("\n".join(list_encoders()))
         return 0
     _validate(section)
+    if not (Path(section["tiles"]) / "manifest.csv").is_file():  # checked before the encoder's weights load
+        raise StoreError(f"no tiles at {section['tiles']}: run `slidemil tile` first")
 
     import pandas as pd
     from tqdm import tqdm
@@ -91,6 +97,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         dtype=section["dtype"],
         tiles=section["tiles"],
         store="",
+        force=bool(getattr(args, "force", False)),
     )
     # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
     encoder = get_encoder(replace(config, device=device))

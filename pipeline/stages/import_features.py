@@ -10,19 +10,21 @@ Each file becomes one slide group (slide_id = file name without extension) with 
 
 Encoder id, patch size and magnification must be known: from the files or from --encoder-id,
 --patch-size, --magnification; a missing one is refused with a message naming the file. Files already
-imported unchanged are not rewritten.
+imported unchanged are not rewritten. Each file is imported on its own: a bad one (unreadable, without
+coords, …) is reported by name and the others are imported; the exit status is 1 when any file failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ParamsError, StoreError
+from pipeline.errors import ParamsError, SlidemilError, StoreError
 
 HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
 NEEDS_PARAMS = False  # runs outside a project folder too
@@ -46,10 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
-    """Import every feature file of ``args.input``; returns 0, or 1 when no file could be imported."""
-    from tqdm import tqdm
+    """Import every feature file of ``args.input``, each on its own: a bad file is reported (ERROR naming the
+    file and the problem) and the others are imported. Returns 0 when every file was imported, else 1.
 
-    from extract.store import FeatureStoreWriter, inputs_digest
+    Raises:
+        ParamsError: the folder holds no .h5 or .pt file.
+    """
+    from tqdm import tqdm
 
     folder = Path(args.input)
     files = sorted(folder.glob("*.h5")) + sorted(folder.glob("*.pt"))
@@ -57,41 +62,70 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         raise ParamsError(f"{folder}: no .h5 or .pt feature files found")
     h5_stems = {f.stem for f in files if f.suffix == ".h5"}
     files = [f for f in files if not (f.suffix == ".pt" and f.stem in h5_stems)]  # the .h5 already has both
-    writer = None
-    n_ok = 0
+    target: dict[str, Any] = {}  # the store all files go to: set by the first readable file
+    imported, failed = [], []
     for path in tqdm(files, desc="import", unit="slide"):
-        features, coords, attrs = read_feature_file(path)
-        attrs = _complete_attrs(path, attrs, args)
-        if writer is None:
-            output = args.output or Path("data/features") / f"{attrs['encoder_id']}.zarr"
-            writer = FeatureStoreWriter(output, attrs["encoder_id"], args.weights_sha256, features.shape[1])
-        stat = path.stat()
-        digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-                                **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
-        if writer.is_up_to_date(path.stem, digest):
-            n_ok += 1
-            continue
-        with writer.lock(path.stem) as lock:
-            writer.write_slide(path.stem, features, coords, {**attrs, "inputs_digest": digest}, lock)
-        n_ok += 1
-    log.info("import-features: %d of %d files imported into %s", n_ok, len(files), writer.path if writer else "-")
-    return 0 if n_ok else 1
+        try:
+            _import_file(path, args, target)
+        except SlidemilError as exc:
+            log.error("import-features: %s not imported: %s", path.name, exc)
+            failed.append(path.name)
+        else:
+            imported.append(path.name)
+    output = target["writer"].path if target else "-"
+    log.info("import-features: %d of %d files imported into %s", len(imported), len(files), output)
+    if failed:
+        log.warning("import-features: %d failed (see the errors above): %s", len(failed), ", ".join(failed))
+    return 1 if failed else 0
+
+
+def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -> None:
+    """Read one file and write its slide group (unless imported unchanged before); ``target`` holds the
+    writer and feature width D, created from the first file.
+
+    Raises:
+        StoreError, ParamsError: the file is unreadable or incomplete, or does not fit the store.
+    """
+    from extract.store import FeatureStoreWriter, inputs_digest
+
+    features, coords, attrs = read_feature_file(path)
+    attrs = _complete_attrs(path, attrs, args)
+    if not target:
+        output = args.output or Path("data/features") / f"{attrs['encoder_id']}.zarr"
+        target["writer"] = FeatureStoreWriter(output, attrs["encoder_id"], args.weights_sha256, features.shape[1])
+        target["encoder_id"], target["dim"] = attrs["encoder_id"], features.shape[1]
+    writer = target["writer"]
+    if (attrs["encoder_id"], features.shape[1]) != (target["encoder_id"], target["dim"]):
+        raise StoreError(f"{path}: features of {attrs['encoder_id']!r} with D={features.shape[1]} do not fit the "
+                         f"store {writer.path} ({target['encoder_id']!r}, D={target['dim']}); import them into "
+                         "another --output")
+    stat = path.stat()
+    digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                            **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
+    if writer.is_up_to_date(path.stem, digest):
+        return
+    with writer.lock(path.stem) as lock:
+        writer.write_slide(path.stem, features, coords, {**attrs, "inputs_digest": digest}, lock)
 
 
 def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """features [N, D] float32, coords [N, 2] int64 and the attributes found in a CLAM/TRIDENT file.
 
     Raises:
-        StoreError: no features/coords in the file, or their row counts differ.
+        StoreError: the file cannot be read (not HDF5/PyTorch, damaged), has no features/coords, or their
+            row counts differ.
     """
     if path.suffix == ".h5":
         features, coords, attrs = _read_h5(path)
     else:
         features, coords, attrs = _read_pt(path)
-    features = np.asarray(features, dtype=np.float32)
+    try:
+        features = np.asarray(features, dtype=np.float32)
+        coords = np.asarray(coords).reshape(-1, 2).astype(np.int64)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{path}: features/coords are not numeric arrays of the right shape ({exc})") from None
     if features.ndim == 3 and features.shape[0] == 1:
         features = features[0]
-    coords = np.asarray(coords).reshape(-1, 2).astype(np.int64)
     if features.ndim != 2 or len(features) != len(coords):
         raise StoreError(f"{path}: features {features.shape} and coords {coords.shape} do not align "
                          "(need [N, D] and [N, 2])")
@@ -101,20 +135,30 @@ def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
 def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise StoreError(f"{path}: not a readable HDF5 file ({exc}); is it truncated or of another format?") from None
+    with f:
         if "features" not in f or "coords" not in f:
             raise StoreError(f"{path}: an .h5 feature file needs datasets 'features' and 'coords', "
                              f"found {sorted(f.keys())}")
-        attrs: dict[str, Any] = {}
-        for source in (f.attrs, f["coords"].attrs, f["features"].attrs):
-            attrs.update({k: _plain(v) for k, v in source.items()})
-        return f["features"][...], f["coords"][...], attrs
+        try:
+            attrs: dict[str, Any] = {}
+            for source in (f.attrs, f["coords"].attrs, f["features"].attrs):
+                attrs.update({k: _plain(v) for k, v in source.items()})
+            return f["features"][...], f["coords"][...], attrs
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # h5py's errors on damaged data
+            raise StoreError(f"{path}: cannot read its features/coords ({type(exc).__name__}: {exc})") from None
 
 
 def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:  # what torch raises on bad files
+        raise StoreError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, dict):
         if "features" not in obj or "coords" not in obj:
             raise StoreError(f"{path}: a .pt dict needs keys 'features' and 'coords', found {sorted(obj)}")

@@ -7,8 +7,8 @@ them; the slide score of a class is the mean of its top-k patch scores, for each
 each k reported as its own method zeroshot@top<k> (metrics/zeroshot@top<k>.json, predictions/, plots/,
 MLflow runs) beside the trained methods. metrics/zeroshot.json holds the test summary per k.
 
-Skipped (exit 0, metrics/zeroshot.json says why) when the features were not made with conch_v1 or no
-tokenizer file is given (zeroshot.tokenizer or env CONCH_TOKENIZER). The text tower comes from the
+Skipped (exit 0, metrics/zeroshot.json says why) when the feature store does not exist yet (run
+`slidemil extract` first), the features were not made with conch_v1 or no tokenizer file is given (zeroshot.tokenizer or env CONCH_TOKENIZER). The text tower comes from the
 checkpoint the features were made with: the synthetic one for synthetic features, else env
 CONCH_CHECKPOINT (zeroshot.checkpoint overrides); a different checkpoint is an error.
 """
@@ -63,10 +63,15 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _skip_reason(section: dict[str, Any]) -> str:
-    """Why zero-shot cannot run (features not CONCH, no tokenizer given), or ""; a bad tokenizer file raises."""
+    """Why zero-shot cannot run (no feature store yet, features not CONCH, no tokenizer given), or "";
+    a bad tokenizer file or an unreadable store raises."""
+    from pathlib import Path
+
     from extract.store import open_features
     from pipeline.zeroshot import resolve_tokenizer
 
+    if not Path(section["features"]).exists():
+        return f"no feature store at {section['features']}: run `slidemil extract` first"
     store = open_features(section["features"])
     if store.encoder_id != ENCODER_ID:
         return (f"features {section['features']} were made with {store.encoder_id!r}, not {ENCODER_ID!r}; "

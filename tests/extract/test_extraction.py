@@ -1,8 +1,9 @@
 """The extract stage end to end on real slides with the tiny_test encoder: alignment, zero-patch slide,
-corrupt tile, non-finite output, up-to-date detection."""
+corrupt tile, unreadable slide, non-finite output, up-to-date detection, --force, missing tiles."""
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from extract.slide import open_slide
 from extract.store import open_features
 from extract.tiles import MANIFEST_COLUMNS, params_digest, slide_fingerprint, write_slide_tiles
 from pipeline.atomic import write_csv
+from pipeline.errors import StoreError
 from pipeline.stages import extract as stage
 
 SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
@@ -49,10 +51,10 @@ def grid(x0, y0, nx, ny, step=PATCH * 2):
     return [(x0 + i * step, y0 + j * step) for j in range(ny) for i in range(nx)]
 
 
-def run_stage(tmp_path, **overrides):
+def run_stage(tmp_path, force=False, **overrides):
     section = {"encoder": "tiny_test", "device": "cpu", "batch_size": 4, "num_workers": 2,
                "tiles": str(tmp_path / "tiles"), "output": str(tmp_path / "features"), **overrides}
-    code = stage.run({"extract": section}, argparse.Namespace(list_encoders=False))
+    code = stage.run({"extract": section}, argparse.Namespace(list_encoders=False, force=force))
     manifest = pd.read_csv(tmp_path / "features" / "manifest.csv", dtype={"slide_id": str}, keep_default_na=False)
     return code, manifest.set_index("slide_id")
 
@@ -100,17 +102,24 @@ def test_up_to_date_and_recompute_on_encoder_or_tiling_change(tmp_path, svs):
     assert set(manifest["reason"]) == {"computed"}
 
 
-def test_corrupt_tile_drops_that_patch(tmp_path, svs):
+def corrupt_tiff(tmp_path, svs, tiles):
+    """A 1024 x 512 JPEG-tiled TIFF of the SVS whose 256-px tiles ``tiles`` (row-major index) are zeroed."""
     with open_slide(svs) as slide:
         pixels = slide.read_region((0, 0), 0, (1024, 512))
     path = tmp_path / "corrupt.tiff"
     tifffile.imwrite(path, pixels, tile=(256, 256), compression="jpeg", resolution=(20040, 20040),
                      resolutionunit="CENTIMETER")
     with tifffile.TiffFile(path) as tif:
-        offset = tif.pages[0].dataoffsets[1]  # tile (row 0, col 1)
+        offsets = tif.pages[0].dataoffsets
     with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(b"\0" * 64)
+        for tile in tiles:
+            fh.seek(offsets[tile])
+            fh.write(b"\0" * 64)
+    return path
+
+
+def test_corrupt_tile_drops_that_patch(tmp_path, svs):
+    path = corrupt_tiff(tmp_path, svs, [1])  # tile (row 0, col 1)
     coords = [(0, 0), (256, 0), (512, 0), (0, 256)]  # (256, 0) lies in the corrupt tile
     make_tiles(tmp_path / "tiles", {"c": (path, coords)})
     code, manifest = run_stage(tmp_path)
@@ -121,6 +130,52 @@ def test_corrupt_tile_drops_that_patch(tmp_path, svs):
     np.testing.assert_array_equal(kept, [coords[0], coords[2], coords[3]])
     dropped = store.attrs("c")["dropped_patches"]
     assert [(d["row"], d["x"], d["y"]) for d in dropped] == [(1, 256, 0)]
+
+
+def test_slide_unreadable_after_tiling_fails_with_a_warning(tmp_path, svs, caplog):
+    path = corrupt_tiff(tmp_path, svs, [0, 1])
+    make_tiles(tmp_path / "tiles", {"c": (path, [(0, 0), (256, 0)]), "good": (svs, grid(0, 0, 2, 1))})
+    with caplog.at_level(logging.WARNING, logger="pipeline.stages.extract"):
+        code, manifest = run_stage(tmp_path)
+    assert code == 0 and manifest.loc["good", "status"] == "ok"
+    assert manifest.loc["c", "status"] == "failed"
+    assert manifest.loc["c", "reason"].startswith(f"all 2 patches unreadable: {path}")  # + the first error
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "slide c " in r.getMessage()]
+    assert warnings == [f"slide c failed: {manifest.loc['c', 'reason']}"]
+    assert open_features(tmp_path / "features" / "tiny_test.zarr").slide_ids == ["good"]
+
+
+def test_extract_before_tile_stops_before_building_the_encoder(tmp_path, caplog, monkeypatch):
+    import extract.distributed as dist
+
+    monkeypatch.delenv("CONCH_CHECKPOINT", raising=False)
+    monkeypatch.setattr(dist, "get_encoder", lambda config: pytest.fail("encoder built before the tiles check"))
+    section = {"tiles": str(tmp_path / "tiles"), "output": str(tmp_path / "features")}  # encoder conch_v1
+    with caplog.at_level(logging.WARNING), pytest.raises(StoreError) as err:
+        stage.run({"extract": section}, argparse.Namespace(list_encoders=False))
+    assert str(err.value) == f"no tiles at {tmp_path / 'tiles'}: run `slidemil tile` first"
+    assert not [r for r in caplog.records if "SYNTHETIC" in r.getMessage()]
+
+
+def test_force_recomputes_up_to_date_slides(tmp_path, svs):
+    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 1))})
+    run_stage(tmp_path)
+    created = open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"]
+    _, manifest = run_stage(tmp_path, force=True)
+    assert manifest.loc["s1", "reason"] == "computed"
+    assert open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"] > created
+    _, manifest = run_stage(tmp_path)
+    assert manifest.loc["s1", "reason"] == "up to date (not recomputed)"
+
+
+def test_level_colour_warning_logged_once_per_slide(tmp_path, real_data, caplog):
+    dicom = real_data / "wsi-derived-cmu1/dicom/1.2.826.0.1.3680043.8.498.9899136569992917906874156422226849724.dcm"
+    make_tiles(tmp_path / "tiles", {"d": (dicom, grid(0, 0, 4, 2))})
+    with caplog.at_level(logging.WARNING, logger="extract.slide"):
+        code, manifest = run_stage(tmp_path, num_workers=2, batch_size=2)  # 2 reader threads, 2 handles
+    assert code == 0 and manifest.loc["d", "status"] == "ok"
+    messages = [r.getMessage() for r in caplog.records if "disagrees in colour" in r.getMessage()]
+    assert len(messages) == 4 and len(set(messages)) == 4  # levels 1-4 dropped, each said once
 
 
 def test_non_finite_features_fail_the_slide(tmp_path, svs, monkeypatch):

@@ -149,6 +149,16 @@ def test_stage_skips_without_conch_features(project, helpers):
     assert "uni_v1" in out["skipped"] and "conch_v1" in out["skipped"]
 
 
+def test_stage_skips_before_extract(project, helpers):
+    import shutil
+
+    helpers.write_project(project)
+    shutil.rmtree(project / "data/features")  # extract has not run yet
+    assert helpers.run_stage("zeroshot") == 0
+    out = json.loads((project / "metrics/zeroshot.json").read_text())
+    assert out["skipped"] == "no feature store at data/features/conch_v1.zarr: run `slidemil extract` first"
+
+
 def test_stage_skips_without_tokenizer_and_errors_on_missing_file(project, helpers):
     helpers.write_project(project)
     assert helpers.run_stage("zeroshot") == 0
