@@ -70,6 +70,20 @@ class SlideView:
     patches: list[np.ndarray] = field(default_factory=list)
 
 
+def is_informative(attention: np.ndarray | None) -> bool:
+    """Whether an attention vector ``[N]`` is worth a heatmap: present, finite and not constant.
+
+    Heads without attention return None or a uniform vector (``mean_mlp``: ``1/N`` per instance), whose
+    heatmap would be one flat colour.
+    """
+    if attention is None:
+        return False
+    att = np.asarray(attention, dtype=float).reshape(-1)
+    if not att.size or not np.isfinite(att).all():
+        return False
+    return not np.allclose(att, att[0], rtol=1e-6, atol=0.0)
+
+
 def attention_heatmap(
     coords: np.ndarray,
     attention: np.ndarray,

@@ -4,7 +4,8 @@ AdamW with linear warm-up then cosine decay (stepped per optimiser step), cross-
 class-frequency weights or class-balanced sampling, gradient clipping, AMP (bf16 autocast) on CUDA,
 padded mini-batches with masks, formed in training from bags of similar length (length-bucketed, to cut
 padding), a random cap on instances per bag in training only (validation and test see whole bags),
-early stopping on a validation metric with patience and the best epoch's weights restored.
+early stopping on a validation metric with patience and the best epoch's weights restored (AUROC ties go
+to the lower validation loss; the warm-up epochs are not candidates and do not use up patience).
 Seeded so that a CPU run repeats exactly.
 """
 
@@ -26,6 +27,7 @@ from pipeline.errors import SlidemilError
 from pipeline.metrics import OneClassWarning, classification_metrics
 
 MONITORS = {"val/auroc": "max", "val/loss": "min"}
+TIE = 1e-12  # monitor values this close are a tie, settled by the validation loss
 CLASS_BALANCE = ("weights", "sampler", "none")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -56,7 +58,8 @@ class Bag:
 class TrainConfig:
     """Hyper-parameters of :func:`train_fold` (the ``train:`` params section minus I/O keys).
 
-    ``max_instances = 0`` disables the cap; ``patience = 0`` disables early stopping; ``bag_weight``
+    ``max_instances = 0`` disables the cap; ``patience = 0`` disables early stopping (counted in epochs after
+    the ``warmup_epochs``, which are never chosen as the best epoch unless training ends within them); ``bag_weight``
     weighs the bag loss against a head's auxiliary loss (CLAM: 0.7, Lu et al., Nat. Biomed. Eng. 2021);
     ``bucket_batches`` is the window, in batches, within which training bags are grouped by length
     (see :func:`length_bucketed_batches`; 0 = random batches).
@@ -91,12 +94,13 @@ class TrainConfig:
 
 @dataclass
 class Predictions:
-    """Model outputs on a list of bags: ``proba [n, C]``, ``y_true [n]``, per-bag ``attention [N_i]``."""
+    """Model outputs on a list of bags: ``proba [n, C]``, ``y_true [n]``, per-bag ``attention [N_i]`` (None when
+    the head returns no attention)."""
 
     slide_ids: list[str]
     y_true: np.ndarray
     proba: np.ndarray
-    attention: list[np.ndarray] = field(default_factory=list)
+    attention: list[np.ndarray | None] = field(default_factory=list)
 
 
 @dataclass
@@ -108,7 +112,7 @@ class FoldResult:
         history: one dict per epoch (``epoch``, ``train/loss``, ``train/lr``, ``train/padding`` (padding rows
             per real instance row in the training batches), ``train/seconds`` (wall-clock of the training pass,
             collation included, validation excluded), ``val/loss``, ``val/<metric>``).
-        best_epoch: epoch whose weights were restored; monitor: the metric actually monitored
+        best_epoch: epoch whose weights were restored (see :func:`improves`); monitor: the metric actually monitored
             (``val/loss`` when the validation set holds one class); stopped_early: patience ran out.
         val: predictions of the restored model on the validation bags (None without validation bags).
     """
@@ -164,8 +168,7 @@ def train_fold(
     monitor = config.monitor
     if monitor == "val/auroc" and len({bag.label for bag in val}) < 2:
         monitor = "val/loss"  # AUROC undefined on a one-class validation set
-    sign = 1.0 if MONITORS[monitor] == "max" else -1.0
-    best_score, best_epoch, best_state, since_best = -math.inf, 0, None, 0
+    best, best_epoch, best_state, since_best = None, 0, None, 0
     history: list[dict[str, float]] = []
     stopped_early = False
     for epoch in range(config.epochs):
@@ -203,9 +206,12 @@ def train_fold(
                    "train/padding": padded / real, "train/seconds": seconds}
         if val:
             metrics.update(_val_metrics(predict(model, val, config.batch_size, config.device, config.amp)))
-            score = sign * metrics[monitor]
-            if score > best_score:
-                best_score, best_epoch, since_best = score, epoch, 0
+            if epoch == config.warmup_epochs:
+                # selection restarts after the warm-up (lr ramping up from lr/100): a warm-up epoch is
+                # kept only when training ends within the warm-up
+                best = None
+            if improves(metrics, best, monitor):
+                best, best_epoch, since_best = metrics, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
@@ -222,6 +228,21 @@ def train_fold(
     model.eval()
     val_pred = predict(model, val, config.batch_size, config.device, config.amp) if val else None
     return FoldResult(model, history, best_epoch, monitor, stopped_early, val_pred)
+
+
+def improves(metrics: dict[str, float], best: dict[str, float] | None, monitor: str) -> bool:
+    """Whether an epoch's validation ``metrics`` beat the best epoch's so far (``best``; None: none yet).
+
+    Better ``monitor`` wins (``val/auroc`` higher, ``val/loss`` lower); values within :data:`TIE` are a tie,
+    won by the lower ``val/loss``. AUROC ties are the rule on small validation sets (2 slides: AUROC is 0,
+    0.5 or 1), where a strict comparison would keep the first epoch that saturates it, however undertrained.
+    """
+    if best is None:
+        return True
+    gain = (metrics[monitor] - best[monitor]) * (1.0 if MONITORS[monitor] == "max" else -1.0)
+    if abs(gain) > TIE:
+        return gain > 0
+    return metrics["val/loss"] < best["val/loss"]
 
 
 def length_bucketed_batches(
@@ -273,7 +294,8 @@ def predict(
     """Class probabilities and attention of whole bags (no instance cap), in eval mode.
 
     Returns ``proba [n, C]`` (softmax of the logits) and one attention vector ``[N_i]`` per bag; for
-    heads with per-class attention ``[B, C, N]`` the predicted class's row is kept.
+    heads with per-class attention ``[B, C, N]`` the predicted class's row is kept; None for heads that
+    return no attention.
 
     Raises:
         ValueError: non-finite outputs, naming the slides (e.g. NaN features).
@@ -291,10 +313,14 @@ def predict(
         if bad:
             raise ValueError(f"non-finite outputs for slides {[batch[i].slide_id for i in bad]}; "
                              "check their features for NaN/inf")
-        attention = out["attention"].float()
+        probas.append(proba.cpu())
+        attention = out.get("attention")
+        if attention is None:  # a head without attention
+            attentions += [None] * len(batch)
+            continue
+        attention = attention.float()
         if attention.dim() == 3:  # (B, C, N) → predicted class's row (B, N)
             attention = attention[torch.arange(len(batch)), proba.argmax(-1)]
-        probas.append(proba.cpu())
         for i, bag in enumerate(batch):
             attentions.append(attention[i, : bag.features.shape[0]].cpu().numpy())
     return Predictions(

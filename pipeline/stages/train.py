@@ -8,9 +8,10 @@ slide missing from the feature store, stops the stage).
 Writes per head: models/<head>/fold-<k>.pt (best weights), metrics/train@<head>.json (mean ± std over
 usable folds, 95% bootstrap intervals, per-fold values), predictions/train@<head>.csv,
 plots/train@<head>/roc.csv + confusion.csv, and MLflow runs (a parent per head holding params, tags
-and summary; a child per fold with per-epoch curves, test metrics, figures, attention heatmaps and
-the model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the
-other folds go on; the exit code is 1 when a head has no usable fold.
+and summary; a child per fold with per-epoch curves, the best epoch's ``best/val_<metric>`` and
+``best_epoch``, test metrics, figures, attention heatmaps (heads whose attention is not uniform) and the
+model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the other
+folds go on; the exit code is 1 when a head has no usable fold.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     from mil_models import create_mil_model
     from pipeline.atomic import atomic_path
     from pipeline.evaluation import fold_test_metrics, predictions_table
-    from pipeline.figures import confusion_figure, roc_figure
+    from pipeline.figures import confusion_figure, is_informative, roc_figure
     from pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
 
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
@@ -194,10 +195,11 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     test = list(fold["test"])
     pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
     metrics = fold_test_metrics(pred.y_true, pred.proba, ordered)
-    best = result.history[result.best_epoch]
-    metrics.update({k: v for k, v in best.items() if k.startswith("val/")})
+    best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
-    child.log_metrics({**metrics, **extra})
+    # the best epoch's val/* values are already points of the per-epoch curves: logged again under
+    # best/val_<metric>, not as val/<metric> (which would add a stray point to the curves)
+    child.log_metrics({**metrics, **extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
     k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
@@ -209,11 +211,14 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     child.log_figure(confusion_figure(pred.y_true, pred.proba.argmax(1), data.classes, title),
                      "figures/confusion.png")
     for i in range(min(section["n_heatmaps"], len(test))):
+        if not is_informative(pred.attention[i]):
+            log.debug("%s: no attention heatmap of %s (the head gives no or uniform attention)", title, test[i])
+            continue
         _log_heatmap(child, data.store, test[i], coords[test[i]], pred.attention[i], data.classes[pred.y_true[i]])
     if section["log_model"]:
         child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, tracking)
     table = predictions_table(test, [data.patients[s] for s in test], pred.y_true, pred.proba, data.classes, k, repeat)
-    return table, {**metrics, **extra}
+    return table, {**metrics, **best, **extra}  # metrics/train@<head>.json keeps val/* per fold
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:

@@ -118,11 +118,26 @@ def test_train_stage_end_to_end(project, real_data):
     assert sorted(r.data.tags["fold"] for r in children) == ["0", "1", "2"]
     child = children[0]
     assert len(client.get_metric_history(child.info.run_id, "train/loss")) == 3
-    assert {"test/auroc", "test/balanced_accuracy", "val/loss", "best_epoch"} <= set(child.data.metrics)
+    assert {"test/auroc", "test/balanced_accuracy", "val/loss", "best_epoch", "best/val_auroc",
+            "best/val_loss"} <= set(child.data.metrics)
+    # one point per epoch in the val/* curves (the best epoch's summary is not logged again at step 0)
+    curve = client.get_metric_history(child.info.run_id, "val/loss")
+    assert sorted(m.step for m in curve) == [0, 1, 2]
+    best_epoch = int(child.data.metrics["best_epoch"])
+    assert child.data.metrics["best/val_loss"] == pytest.approx(next(m.value for m in curve if m.step == best_epoch))
+    fold_record = next(f for f in json.loads((project / "metrics/train@abmil.json").read_text())["folds"]
+                       if f["fold"] == int(child.data.tags["fold"]))
+    assert fold_record["val/loss"] == pytest.approx(child.data.metrics["best/val_loss"])
     figures = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
     assert figures == {"figures/roc.png", "figures/confusion.png"}
     first = {r.data.tags["fold"]: r for r in children}["0"]  # holds S00, drawn on the real CMU-1 thumbnail
     assert [a.path for a in client.list_artifacts(first.info.run_id, "heatmaps")] == ["heatmaps/S00.png"]
+    # mean_mlp's attention is uniform (1/N): no heatmap, the figures still
+    mean_children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents["mean_mlp"].info.run_id]
+    assert len(mean_children) == 3
+    for run in mean_children:
+        assert client.list_artifacts(run.info.run_id, "heatmaps") == []
+        assert len(client.list_artifacts(run.info.run_id, "figures")) == 2
 
 
 def test_failed_folds_are_recorded_and_others_go_on(project, real_data):
@@ -157,3 +172,14 @@ def test_leakage_stops_before_training(project, real_data):
     with pytest.raises(LeakageError):
         stage.run(params, argparse.Namespace(head="abmil"))
     assert not (project / "metrics").exists() and not (project / "mlartifacts").exists()
+
+
+def test_heatmaps_only_for_informative_attention():
+    from pipeline.figures import is_informative
+
+    assert is_informative(np.array([0.1, 0.7, 0.2]))
+    assert is_informative(np.array([0.0, 0.0, 1.0]))  # max_mlp-style shares: one instance holds every maximum
+    assert not is_informative(None)
+    assert not is_informative(np.full(5, 0.2, dtype=np.float32))  # mean_mlp: 1/N everywhere
+    assert not is_informative(np.array([0.5, np.nan]))
+    assert not is_informative(np.array([]))

@@ -1,5 +1,5 @@
-"""Trainer: exact repeats on CPU, non-finite loss, instance cap in training only, early stopping restores best,
-length-bucketed batches."""
+"""Trainer: exact repeats on CPU, non-finite loss, instance cap in training only, early stopping restores best
+(AUROC ties to the lower loss, warm-up epochs never chosen), length-bucketed batches, heads without attention."""
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from pipeline.trainer import (
     Bag,
     NonFiniteLossError,
     TrainConfig,
+    improves,
     length_bucketed_batches,
     predict,
     train_fold,
@@ -93,18 +94,59 @@ def test_instance_cap_in_training_only(data):
 
 def test_early_stopping_restores_best(data):
     train, val = data
-    # lr = 0: nothing improves after epoch 0, so training stops after `patience` more epochs
-    frozen = train_fold(_abmil, train, val, 2, TrainConfig(epochs=10, lr=0.0, patience=2, monitor="val/loss"))
-    assert frozen.stopped_early and len(frozen.history) == 3 and frozen.best_epoch == 0
-    # a learning run: the returned model is the best epoch's, not the last one's
-    cfg = TrainConfig(epochs=6, lr=5e-3, batch_size=2, patience=0, monitor="val/loss", seed=1)
+    # lr = 0: nothing improves after the first epoch past the 2 warm-up epochs (never chosen, no patience
+    # used up), so training stops after `patience` more epochs
+    frozen = train_fold(_abmil, train, val, 2, TrainConfig(epochs=10, lr=0.0, warmup_epochs=2, patience=2,
+                                                           monitor="val/loss"))
+    assert frozen.stopped_early and len(frozen.history) == 5 and frozen.best_epoch == 2
+    # training that ends within the warm-up keeps the best warm-up epoch (ties: the first)
+    short = train_fold(_abmil, train, val, 2, TrainConfig(epochs=2, lr=0.0, warmup_epochs=3, monitor="val/loss"))
+    assert short.best_epoch == 0
+    # a learning run: the returned model is the best post-warm-up epoch's, not the last one's
+    cfg = TrainConfig(epochs=6, lr=5e-3, batch_size=2, patience=0, monitor="val/loss", seed=1, warmup_epochs=1)
     result = train_fold(_abmil, train, val, 2, cfg)
     losses = [h["val/loss"] for h in result.history]
-    assert result.best_epoch == int(np.argmin(losses))
+    assert result.best_epoch == 1 + int(np.argmin(losses[1:]))
     restored = predict(result.model, val, batch_size=cfg.batch_size)
     np.testing.assert_allclose(restored.proba, result.val.proba, rtol=1e-6)
     p = np.clip(restored.proba[np.arange(len(val)), restored.y_true], 1e-7, 1)
-    assert -np.log(p).mean() == pytest.approx(min(losses), rel=1e-5)
+    assert -np.log(p).mean() == pytest.approx(min(losses[1:]), rel=1e-5)
+
+
+def test_improves_breaks_monitor_ties_with_val_loss():
+    best = {"val/auroc": 1.0, "val/loss": 0.5}
+    assert improves({"val/auroc": 1.0 - 1e-13, "val/loss": 0.4}, best, "val/auroc")  # tie → lower loss wins
+    assert not improves({"val/auroc": 1.0, "val/loss": 0.5}, best, "val/auroc")  # full tie: the earlier stays
+    assert not improves({"val/auroc": 0.9, "val/loss": 0.1}, best, "val/auroc")
+    assert improves({"val/auroc": 0.9, "val/loss": 0.1}, {"val/auroc": 0.8, "val/loss": 0.05}, "val/auroc")
+    assert improves({"val/auroc": 0.0, "val/loss": 0.4}, best, "val/loss")
+    assert not improves({"val/auroc": 1.0, "val/loss": 0.6}, best, "val/loss")
+    assert improves({"val/auroc": 0.5, "val/loss": 9.0}, None, "val/auroc")
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1])
+def test_saturated_val_auroc_keeps_training_to_the_lowest_loss(data, warmup_epochs):
+    """Two validation slides: AUROC is 1.0 from epoch 0 on; the best epoch is the lowest-loss one, not epoch 0."""
+    train, val = data
+    two = [next(b for b in val if b.label == 0), next(b for b in val if b.label == 1)]
+    cfg = TrainConfig(epochs=4, lr=2e-3, warmup_epochs=warmup_epochs, patience=3, seed=0)
+    result = train_fold(_abmil, train, two, 2, cfg)
+    assert result.monitor == "val/auroc"
+    aurocs, losses = [h["val/auroc"] for h in result.history], [h["val/loss"] for h in result.history]
+    assert aurocs == [1.0] * 4  # saturated at epoch 0: every epoch ties
+    assert result.best_epoch == int(np.argmin(losses)) > 0
+    assert losses[result.best_epoch] < losses[0]
+    p = result.val.proba[np.arange(2), result.val.y_true]
+    assert -np.log(p).mean() == pytest.approx(losses[result.best_epoch], rel=1e-5)
+
+
+def test_predict_without_attention(data):
+    class NoAttention(_Recorder):
+        def forward(self, x, mask, label=None):
+            return {**super().forward(x, mask, label), "attention": None}
+
+    pred = predict(NoAttention(), data[1][:3], batch_size=2)
+    assert pred.attention == [None, None, None] and pred.proba.shape == (3, 2)
 
 
 def test_one_class_validation_monitors_loss(data):
