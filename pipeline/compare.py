@@ -15,6 +15,7 @@ Binary: positive class = column 1; multiclass: macro one-vs-rest — the definit
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -81,9 +82,9 @@ def paired_bootstrap_auroc(
 
     Returns:
         :class:`PairedComparison`. Folds missing a class (AUROC undefined) are left out, as in
-        :func:`pipeline.metrics.summarize_folds`. ``p_value`` is two-sided, from the share of
-        replicates on either side of 0: ``min(1, 2·(min(#≤0, #≥0) + 1) / (n_boot + 1))`` — 1 for
-        identical methods, ≈ 2/(n_boot+1) when one is better in every replicate.
+        :func:`pipeline.metrics.summarize_folds`. Interval and ``p_value`` come from the same
+        replicates (:func:`percentile_interval_and_p`): an interval strictly off 0 goes with p < 1 − level,
+        0 strictly inside it with p ≥ 1 − level.
 
     Raises:
         ValueError: shapes disagree or no fold holds every class.
@@ -111,10 +112,7 @@ def paired_bootstrap_auroc(
     if not point_a:
         raise ValueError("no fold holds every class: AUROC is undefined in all folds")
     diffs = np.mean(reps_a, axis=0) - np.mean(reps_b, axis=0)  # (B,)
-    tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(diffs, [tail, 100 - tail])
-    at_or_below, at_or_above = int((diffs <= 0).sum()), int((diffs >= 0).sum())
-    p_value = min(1.0, 2.0 * (min(at_or_below, at_or_above) + 1) / (n_boot + 1))
+    low, high, p_value = percentile_interval_and_p(diffs, level)
     auroc_a, auroc_b = float(np.mean(point_a)), float(np.mean(point_b))
     return PairedComparison(
         auroc_a=auroc_a,
@@ -127,3 +125,46 @@ def paired_bootstrap_auroc(
         n_folds=len(point_a),
         n_boot=n_boot,
     )
+
+
+def percentile_interval_and_p(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Percentile interval and two-sided p-value of H0: Δ = 0 from bootstrap replicates ``diffs`` [B] of Δ.
+
+    ``p = 2·min(P*(Δ ≤ 0), P*(Δ ≥ 0))``, capped at 1, with replicates exactly at 0 counted half on each
+    side (methods that rank the resampled slides identically give Δ* = 0 exactly; counting those ties
+    fully on both sides inflated p). Floored at 2/(B+1): B replicates cannot resolve a smaller p.
+    The interval ends are the ⌈B·α/2⌉-th order statistics from either end (α = 1 − level): lower =
+    smallest Δ* with P*(Δ ≤ ·) ≥ α/2, upper = largest with P*(Δ ≥ ·) ≥ α/2 — so that, with B ≥ 2/α,
+    an interval strictly above or below 0 implies p < α and an interval with 0 strictly inside implies
+    p ≥ α (an end exactly at 0, possible only with ties at 0, is the boundary case).
+    Efron & Tibshirani 1993, ch. 15-16.
+
+    Returns:
+        ``(ci_low, ci_high, p_value)``.
+    """
+    diffs = np.sort(np.asarray(diffs, float))
+    n = diffs.size
+    # the k-th order statistic from either end, k = ⌈n·α/2⌉ with n·α/2 rounded first: np.quantile's
+    # inverted_cdf does not round (1000 × 0.025 = 25.000000000000004 → the 26th value), breaking the
+    # exact agreement with p
+    k = max(1, math.ceil(round(n * (1.0 - level) / 2, 9)))
+    low, high = float(diffs[k - 1]), float(diffs[n - k])
+    ties = float((diffs == 0).sum()) / 2
+    below, above = (diffs < 0).sum() + ties, (diffs > 0).sum() + ties
+    p_value = min(1.0, max(2.0 * min(below, above) / n, 2.0 / (n + 1)))
+    return low, high, float(p_value)
+
+
+def holm_adjust(p_values: np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values [m] of ``p_values`` [m] (family-wise error control; NaN kept).
+
+    Own code: SciPy has no Holm (only Benjamini–Hochberg) and statsmodels is not a dependency for 5 lines.
+    """
+    p = np.asarray(p_values, float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    steps = np.maximum.accumulate((m - np.arange(m)) * p[order])  # (m,), monotone in rank
+    adjusted[order] = np.minimum(steps, 1.0)
+    return adjusted

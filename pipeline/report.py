@@ -8,13 +8,13 @@ Pure functions over the metrics summaries (``metrics/<stage>@<name>.json``) and 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import paired_bootstrap_auroc
+from pipeline.compare import holm_adjust, paired_bootstrap_auroc
 
 REPORT_METRICS = ("auroc", "balanced_accuracy", "f1_weighted", "kappa", "brier", "ece")
 METRIC_TITLES = {
@@ -39,6 +39,32 @@ PLACEHOLDER_WEIGHTS = ("synthetic", "random")
 def placeholder_stores(weights: Mapping[str, str]) -> dict[str, str]:
     """The feature stores of ``{store: weights_sha256}`` whose weights are synthetic or random."""
     return {store: w for store, w in weights.items() if str(w).startswith(PLACEHOLDER_WEIGHTS)}
+
+
+def configured_methods(
+    train_heads: Sequence[str], probes: Sequence[str], zeroshot_topk: Sequence[int] | None
+) -> list[str]:
+    """The methods the current params name: ``train@<head>``, ``probe@<name>``, ``zeroshot@top<k>``.
+
+    Args:
+        train_heads: ``train.heads``; probes: ``probe.probes``;
+        zeroshot_topk: ``zeroshot.topk``, or ``None`` when zero-shot did not run (skipped or not run).
+    """
+    methods = [f"train@{h}" for h in train_heads] + [f"probe@{p}" for p in probes]
+    return methods + [f"zeroshot@top{int(k)}" for k in (zeroshot_topk or [])]
+
+
+def select_methods(found: Iterable[str], configured: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split the methods with a metrics file (``found``) by the ``configured`` ones.
+
+    Returns:
+        ``(included, ignored, missing)``: configured with a file (in configured order), with a file but
+        not configured (stale, from another configuration; sorted), configured without a file.
+    """
+    found = set(found)
+    included = [m for m in dict.fromkeys(configured) if m in found]
+    missing = [m for m in dict.fromkeys(configured) if m not in found]
+    return included, sorted(found - set(configured)), missing
 
 
 def summary_table(summaries: Mapping[str, Mapping[str, Any]], split: str = "test") -> pd.DataFrame:
@@ -87,9 +113,9 @@ def compare_to_best(
 
     Returns:
         DataFrame indexed by method: ``auroc``, ``auroc_best`` (on the shared slides), ``auroc_diff``
-        (method − best), its 95% ``ci_low``/``ci_high``, two-sided ``p_value``, ``n_slides``, ``n_folds``
-        (:func:`pipeline.compare.paired_bootstrap_auroc`, fold × class stratified). A method without
-        shared slides or classes gets a ``note`` instead.
+        (method − best), its 95% ``ci_low``/``ci_high``, two-sided ``p_value``, ``p_holm`` (Holm-adjusted
+        over the methods compared), ``n_slides``, ``n_folds`` (:func:`pipeline.compare.paired_bootstrap_auroc`,
+        fold × class stratified). A method without shared slides or classes gets a ``note`` instead.
     """
     reference = predictions[best]
     classes = classes_of(reference)
@@ -127,6 +153,8 @@ def compare_to_best(
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "method"
+    if "p_value" in frame:
+        frame["p_holm"] = holm_adjust(frame["p_value"].to_numpy(float))
     return frame
 
 
@@ -138,23 +166,30 @@ def render_markdown(
     synthetic: Mapping[str, str],
     skipped: Mapping[str, str],
     n_boot: int,
+    ignored: Sequence[str] = (),
+    missing: Sequence[str] = (),
 ) -> str:
     """The report ``reports/summary.md``: banner (``synthetic``: {store: weights} of made-up weights),
-    method table, paired comparison."""
+    method table, paired comparison; ``ignored`` (metrics files of methods not in the current params) and
+    ``missing`` (methods the params name without a metrics file) are listed by name."""
     lines: list[str] = []
     if synthetic:
         stores = ", ".join(f"`{store}` ({w})" for store, w in sorted(synthetic.items()))
         lines += [SYNTHETIC_BANNER, f"> Feature store(s) with made-up weights: {stores}.", ""]
     lines += ["# slidemil — method comparison", ""]
-    if table.empty:
-        lines += ["No evaluated method found (no `metrics/<stage>@<name>.json`). Run train, probe or zeroshot.", ""]
-    else:
+    if not table.empty:
         lines += [
-            f"Test-set metrics over the cross-validation folds: mean ± std over usable folds, [95% bootstrap "
-            f"interval over slides of the pooled out-of-fold predictions], usable folds / folds. "
-            f"{len(table)} method(s); best by mean test AUROC: **{best or 'n/a'}**.",
+            f"Test-set metrics over the cross-validation folds, {len(table)} method(s) of the current params; "
+            f"best by mean test AUROC: **{best or 'n/a'}**.",
             "",
-            "| method | " + " | ".join(METRIC_TITLES[m] for m in REPORT_METRICS) + " | folds |",
+            "Each cell is `fold mean ± fold SD [pooled 95% CI]`: mean and standard deviation of the metric over "
+            "the usable test folds, then in brackets a 95% bootstrap interval (over slides) of the metric "
+            "computed once on the pooled out-of-fold test predictions of all folds — a different estimate, "
+            "so the bracket is not an interval for the fold mean and need not contain it. "
+            "Folds: usable / total test folds.",
+            "",
+            "| method | " + " | ".join(f"{METRIC_TITLES[m]} mean ± SD [pooled CI]" for m in REPORT_METRICS)
+            + " | usable/total folds |",
             "|---|" + "---|" * (len(REPORT_METRICS) + 1),
         ]
         for method, row in table.iterrows():
@@ -164,26 +199,37 @@ def render_markdown(
         lines.append("")
     if skipped:
         lines += ["Not run:", ""] + [f"- `{stage}`: {reason}" for stage, reason in sorted(skipped.items())] + [""]
+    if missing:
+        lines += ["Missing (named by the current params, no metrics file; run its stage, e.g. `dvc repro`):", ""]
+        lines += [f"- `{method}`" for method in missing] + [""]
+    if ignored:
+        lines += ["Not in this configuration (ignored): metrics files of methods the current params do not "
+                  "name, left from another configuration:", ""]
+        lines += [f"- `{method}`" for method in ignored] + [""]
     if best is not None and len(table) > 1:
         lines += [
             f"## Paired comparison with {best}",
             "",
-            f"AUROC difference (method − {best}) on the test slides both scored, mean over folds; 95% interval "
-            f"and two-sided p-value from a paired bootstrap over slides ({n_boot} replicates, stratified by fold "
-            "and class).",
+            f"Δ AUROC = mean per-fold test AUROC of the method − that of {best}, on the test slides both scored. "
+            f"95% CI of Δ and two-sided p (H0: Δ = 0) from a paired bootstrap over slides ({n_boot} replicates, "
+            "stratified by fold and class); replicates with Δ exactly 0 (identical slide rankings) count half "
+            "on each side, so an interval ending at 0 can go with a large p. "
+            f"**Caution:** {best} was chosen as best on these same test folds, so its lead is optimistic "
+            "(selection bias), and the p-values are per comparison, not corrected for multiple comparisons; "
+            "p (Holm) is Holm-adjusted over the methods listed here.",
             "",
-            "| method | AUROC | AUROC of best | Δ AUROC | 95% interval | p | slides | folds |",
-            "|---|---|---|---|---|---|---|---|",
+            "| method | AUROC | AUROC of best | Δ AUROC | 95% CI of Δ | p | p (Holm) | slides | folds |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for method, row in comparison.iterrows():
             note = row.get("note")
             if isinstance(note, str):
-                lines.append(f"| {method} | {note} |  |  |  |  |  |  |")
+                lines.append(f"| {method} | {note} |  |  |  |  |  |  |  |")
                 continue
             lines.append(
                 f"| {method} | {row['auroc']:.3f} | {row['auroc_best']:.3f} | {row['auroc_diff']:+.3f} | "
                 f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {_p(row['p_value'], n_boot)} | "
-                f"{_int(row['n_slides'])} | {_int(row['n_folds'])} |"
+                f"{_holm(row['p_holm'], row['p_value'], n_boot)} | {_int(row['n_slides'])} | {_int(row['n_folds'])} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -196,9 +242,14 @@ def report_json(
     *,
     synthetic: Mapping[str, str],
     skipped: Mapping[str, str],
+    ignored: Sequence[str] = (),
+    missing: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``reports/metrics.json`` for ``dvc metrics show``: the best method and each method's paired result."""
-    best_auroc = float(table.loc[best, "auroc_mean"]) if best is not None else float("nan")
+    """``reports/metrics.json`` for ``dvc metrics show``: the best method and each method's paired result.
+
+    Strict JSON: an undefined number (no finite AUROC) is ``None`` (``null``), never NaN.
+    """
+    best_auroc = _finite(table.loc[best, "auroc_mean"]) if best is not None else None
     out: dict[str, Any] = {
         "best_method": best or "",
         "best_test_auroc_mean": best_auroc,
@@ -212,12 +263,21 @@ def report_json(
             out["comparison"][method] = {"note": note}
         else:
             out["comparison"][method] = {
-                k: (int(row[k]) if k in ("n_slides", "n_folds") else float(row[k]))
-                for k in ("auroc_diff", "ci_low", "ci_high", "p_value", "n_slides", "n_folds")
+                k: (int(row[k]) if k in ("n_slides", "n_folds") else _finite(row[k]))
+                for k in ("auroc_diff", "ci_low", "ci_high", "p_value", "p_holm", "n_slides", "n_folds")
             }
     if skipped:
         out["not_run"] = dict(skipped)
+    if missing:
+        out["missing"] = list(missing)
+    if ignored:
+        out["ignored"] = list(ignored)
     return out
+
+
+def _finite(value: Any) -> float | None:
+    number = _number(value)
+    return number if math.isfinite(number) else None
 
 
 def _number(value: Any) -> float:
@@ -242,6 +302,15 @@ def _int(value: float) -> str:
 
 
 def _p(p: float, n_boot: int) -> str:
-    floor = 2.0 / (n_boot + 1)
-    return f"≤ {floor:.1g}" if p <= floor + 1e-12 else f"{p:.3g}"
+    return f"≤ {p:.1g}" if _at_floor(p, n_boot) else f"{p:.3g}"
+
+
+def _holm(p_holm: float, p: float, n_boot: int) -> str:
+    """Holm-adjusted p; an upper bound (≤) when the raw p is at the bootstrap's resolution floor."""
+    return f"≤ {p_holm:.2g}" if _at_floor(p, n_boot) else f"{p_holm:.3g}"
+
+
+def _at_floor(p: float, n_boot: int) -> bool:
+    """``p`` is the floor 2/(B+1) of :func:`pipeline.compare.percentile_interval_and_p`."""
+    return p <= 2.0 / (n_boot + 1) + 1e-12
 

@@ -6,9 +6,12 @@ mean ± std [95% interval] with usable folds; every method paired against the be
 with a bootstrap over the shared test slides) and reports/metrics.json (best method and comparison, for
 `dvc metrics show`), and logs the report as an artifact of a `report@summary` MLflow run.
 
-A stage summary file with `skipped` (metrics/zeroshot.json when zero-shot could not run) leaves that
-stage's methods out and lists the reason. Features made with synthetic CONCH (or random) weights put a
-loud warning at the top of the report.
+Only the methods the current params name are reported: train@<head> of train.heads, probe@<name> of
+probe.probes, zeroshot@top<k> of zeroshot.topk when zero-shot ran (its zeroshot.output summary exists and
+is not `skipped`; a skipped run is listed with its reason). Metrics files of other methods (stale, from
+another configuration or `dvc exp run -S`) are listed as ignored; a named method without a metrics file
+is listed as missing. No method at all is an error (nothing is written). Features made with synthetic
+CONCH (or random) weights put a loud warning at the top of the report.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ log = logging.getLogger(__name__)
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
-    """Write the report; returns 0 (user errors raise SlidemilError subclasses)."""
+    """Write the report; returns 0.
+
+    Raises:
+        StoreError: no method of the current params has a metrics file (run train/probe/zeroshot first),
+            a metrics file is not valid JSON, or the best method's predictions table is missing.
+        ParamsError: a params section is malformed.
+    """
     import pandas as pd
 
     from pipeline.atomic import write_json, write_text
@@ -48,11 +57,21 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         placeholder_stores,
         render_markdown,
         report_json,
+        select_methods,
         summary_table,
     )
 
     section = stage_params(params, "report", DEFAULTS)
-    summaries, skipped = read_summaries(Path(section["metrics"]))
+    configured, skipped = current_methods(params)
+    folder = Path(section["metrics"])
+    included, ignored, missing = select_methods((p.stem for p in folder.glob("*@*.json")), configured)
+    if ignored:
+        log.warning("ignoring metrics of methods not in the current params: %s", ", ".join(ignored))
+    if missing:
+        log.warning("no metrics file for %s (in %s); run their stages", ", ".join(missing), folder)
+    if not included:
+        raise StoreError(_no_method_message(folder, missing, ignored, skipped))
+    summaries = {method: read_json(folder / f"{method}.json") for method in included}
     table = summary_table(summaries)
     best = best_method(table)
     predictions: dict[str, pd.DataFrame] = {}
@@ -70,9 +89,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     weights = feature_weights(Path(section["features"]))
     synthetic = placeholder_stores(weights)
     markdown = render_markdown(table, comparison, best, synthetic=synthetic, skipped=skipped,
-                               n_boot=int(section["n_bootstrap"]))
+                               n_boot=int(section["n_bootstrap"]), ignored=ignored, missing=missing)
     write_text(section["output"], markdown)
-    document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped)
+    document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
+                           missing=missing)
     write_json(section["json"], document)
     log.info("report: %d method(s), best %s → %s", len(table), best, section["output"])
     if synthetic:
@@ -82,34 +102,57 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def read_summaries(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """``{<stage>@<name>: summary}`` of the method files in ``folder`` and ``{stage: reason}`` of skipped stages.
+def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The methods the current params name, and ``{stage: reason}`` of a stage that did not run.
 
-    A method whose stage summary (``<stage>.json``) says ``skipped`` is left out (its old files are stale).
+    train.heads and probe.probes always; zeroshot.topk only when zero-shot ran (its ``zeroshot.output``
+    summary exists and is not ``skipped``).
 
     Raises:
-        StoreError: a metrics file is not valid JSON.
+        ParamsError: a train, probe or zeroshot section is malformed.
+        StoreError: the zero-shot summary is not valid JSON.
+    """
+    from pipeline.report import configured_methods
+    from pipeline.stages import probe, train, zeroshot
+
+    heads = stage_params(params, "train", train.DEFAULTS)["heads"]
+    probes = stage_params(params, "probe", probe.DEFAULTS)["probes"]
+    zs = stage_params(params, "zeroshot", zeroshot.DEFAULTS)
+    summary = Path(zs["output"])
+    skipped = {}
+    if not summary.is_file():
+        skipped["zeroshot"] = f"no {summary}; run `slidemil zeroshot` (or `dvc repro`)"
+    else:
+        content = read_json(summary)
+        if isinstance(content, dict) and content.get("skipped"):
+            skipped["zeroshot"] = str(content["skipped"])
+    topk = None if skipped else zs["topk"]
+    return configured_methods(heads, probes, topk), skipped
+
+
+def read_json(path: Path) -> Any:
+    """The contents of the JSON file ``path``.
+
+    Raises:
+        StoreError: not valid JSON.
     """
     from pipeline.errors import StoreError
 
-    def load(path: Path) -> dict[str, Any]:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{path} is not valid JSON ({exc}); re-run the stage that wrote it") from exc
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"{path} is not valid JSON ({exc}); re-run the stage that wrote it") from exc
 
-    skipped = {}
-    for path in sorted(folder.glob("*.json")):
-        if "@" not in path.stem:
-            content = load(path)
-            if isinstance(content, dict) and content.get("skipped"):
-                skipped[path.stem] = str(content["skipped"])
-    summaries = {
-        path.stem: load(path)
-        for path in sorted(folder.glob("*@*.json"))
-        if path.stem.split("@", 1)[0] not in skipped
-    }
-    return summaries, skipped
+
+def _no_method_message(folder: Path, missing: list[str], ignored: list[str], skipped: dict[str, str]) -> str:
+    text = (f"no evaluated method to report: none of the methods the params name has a metrics file in {folder}/ "
+            f"({', '.join(missing) or 'none named'}). Run the evaluation stages first: `dvc repro` "
+            "(or `slidemil train`, `slidemil probe`, `slidemil zeroshot`), then `slidemil report`.")
+    if ignored:
+        text += f" Ignored (not in the current params): {', '.join(ignored)}."
+    if skipped:
+        text += " Not run: " + "; ".join(f"{stage}: {reason}" for stage, reason in sorted(skipped.items())) + "."
+    return text
 
 
 def feature_weights(features: Path) -> dict[str, str]:
@@ -139,6 +182,7 @@ def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[
     tags = provenance_tags(weights_sha256=(made_up or list(weights.values()) or [None])[0])
     tags["report.best_method"] = document["best_method"]
     with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"]) as run:
-        run.log_metrics({"best_test_auroc_mean": document["best_test_auroc_mean"], "n_methods": document["n_methods"]})
+        numbers = {k: document[k] for k in ("best_test_auroc_mean", "n_methods") if document[k] is not None}
+        run.log_metrics(numbers)
         run.log_artifact(section["output"])
         run.log_artifact(section["json"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.compare import auroc_replicates, paired_bootstrap_auroc
+from pipeline.compare import auroc_replicates, holm_adjust, paired_bootstrap_auroc, percentile_interval_and_p
 from pipeline.metrics import classification_metrics
 
 
@@ -82,3 +82,54 @@ def test_fold_without_both_classes_is_left_out():
     assert result.n_folds == 2
     with pytest.raises(ValueError, match="no fold"):
         paired_bootstrap_auroc(y[20:], _method(y[20:], 2, 1, rng), _method(y[20:], 2, 1, rng), folds[20:], n_boot=5)
+
+
+def _interval_agrees_with_p(low, high, p, alpha=0.05):
+    """Off 0 ⇒ p < α; 0 strictly inside ⇒ p ≥ α (an end exactly at 0 is the tie boundary)."""
+    if low > 0 or high < 0:
+        return p < alpha
+    if low < 0 < high:
+        return p >= alpha
+    return True
+
+
+def test_interval_and_p_agree_on_synthetic_replicates():
+    rng = np.random.default_rng(6)
+    cases = [rng.normal(shift, 1.0, size) for shift in np.linspace(0, 3, 13) for size in (200, 1000, 2001)]
+    for size in (200, 1000):  # tie-heavy: a share of replicates exactly 0 (identical slide rankings)
+        for zeros in (0.02, 0.3, 0.6):
+            d = rng.normal(-1.0, 0.5, size)
+            d[: int(zeros * size)] = 0.0
+            cases += [d, -d]
+    cases.append(np.r_[np.full(25, -0.001), np.ones(975)])  # 2.5% just below 0: the interval's end is below 0
+    for diffs in cases:
+        low, high, p = percentile_interval_and_p(diffs)
+        assert _interval_agrees_with_p(low, high, p), (low, high, p)
+    low, high, p = percentile_interval_and_p(cases[-1])
+    assert low < 0 and p == pytest.approx(0.05)
+
+
+def test_ties_at_zero_count_half():
+    """The QA case: Δ interval [-0.167, +0.000] with p = 0.678 — ties at 0 were counted on both sides."""
+    diffs = np.r_[np.full(640, -0.1), np.zeros(340), np.full(20, 0.05)]
+    low, high, p = percentile_interval_and_p(diffs)
+    assert (low, high) == (-0.1, 0.0)
+    assert p == pytest.approx(2 * (20 + 340 / 2) / 1000)
+    assert percentile_interval_and_p(np.zeros(50))[2] == 1.0
+
+
+@pytest.mark.parametrize("signal", [0.0, 0.3, 0.6, 1.0, 2.0])
+def test_bootstrap_interval_and_p_agree(signal):
+    rng = np.random.default_rng(7)
+    y = np.tile([0, 1], 30)
+    result = paired_bootstrap_auroc(y, _method(y, 2, 1.0 + signal, rng), _method(y, 2, 1.0, rng),
+                                    np.arange(y.size) % 3, n_boot=200, seed=1)
+    assert _interval_agrees_with_p(result.ci_low, result.ci_high, result.p_value)
+
+
+def test_holm_adjustment():
+    p = np.array([0.01, 0.04, np.nan, 0.03])
+    adjusted = holm_adjust(p)
+    # sorted 0.01, 0.03, 0.04 × (3, 2, 1) → 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, np.nan, 0.06])
+    assert holm_adjust(np.array([0.5, 0.9]))[1] == 1.0
