@@ -9,6 +9,7 @@ Backends do not catch read errors: :class:`extract.slide.Slide` turns them into 
 from __future__ import annotations
 
 import logging
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,28 +25,38 @@ _RESOLUTION_UNITS = {1: "none", 2: "inch", 3: "centimeter"}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 
 
-class _Collect(logging.Handler):
-    def __init__(self, messages: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.messages = messages
+class _CaptureTifffile(logging.Filter):
+    """Filter on tifffile's logger: inside :func:`tifffile_messages` (per thread) a record is collected and
+    dropped; elsewhere it passes. A filter, not a toggled ``propagate``, because reader threads read
+    concurrently and must not change shared logger state."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stack = getattr(self.local, "stack", None)
+        if not stack:
+            return True
+        if record.levelno >= logging.WARNING:
+            stack[-1].append(record.getMessage())
+        return False
+
+
+_CAPTURE = _CaptureTifffile()
+logging.getLogger("tifffile").addFilter(_CAPTURE)
 
 
 @contextmanager
 def tifffile_messages() -> Iterator[list[str]]:
     """Collect tifffile's warnings/errors (about a damaged file) into a list instead of printing them."""
-    logger = logging.getLogger("tifffile")
+    stack = _CAPTURE.local.__dict__.setdefault("stack", [])
     messages: list[str] = []
-    handler, propagate = _Collect(messages), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    stack.append(messages)
     try:
         yield messages
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        stack.pop()
 
 
 @dataclass(frozen=True)
