@@ -13,14 +13,6 @@ from mlflow import MlflowClient
 from pipeline.tracking import flatten, parent_run, provenance_tags, repo_root, tracking_uri
 
 
-@pytest.fixture(scope="module")
-def blank_db(tmp_path_factory):
-    """An empty MLflow SQLite store, migrated once per module (migrations take seconds) and copied per test."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch, blank_db):
     shutil.copy(blank_db, tmp_path / "mlflow.db")

@@ -70,14 +70,6 @@ def _project(root, real_data, nan_slide=None, leak=False):
     }
 
 
-@pytest.fixture(scope="module")
-def blank_db(tmp_path_factory):
-    """An empty MLflow SQLite store, migrated once per module (migrations take seconds) and copied per test."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch, blank_db):
     shutil.copy(blank_db, tmp_path / "mlflow.db")
