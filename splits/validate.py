@@ -57,7 +57,8 @@ def label_cohort(cohort: pd.DataFrame, task: Task, label_conflict: str = "error"
     for column in (task.label, site_column):
         if column and column not in cohort.columns:
             raise CohortError(
-                f"cohort table has no column {column!r} (columns: {', '.join(map(str, cohort.columns))}); "
+                f"cohort table has no column {column!r} (columns: "
+                f"{', '.join(str(c) for c in cohort.columns if c != 'row')}); "
                 "fix task.label / split.site_column in params.yaml"
             )
     classes = task.resolve_classes(cohort[task.label])
@@ -171,6 +172,13 @@ def check_fold_feasibility(slides: pd.DataFrame, classes: tuple[str, ...], n_fol
     counts = {c: int(slides.loc[slides["label"] == c, "patient_id"].nunique()) for c in classes}
     if min(counts.values(), default=0) >= n_folds:
         return
+    absent = [c for c, n in counts.items() if n == 0]
+    if absent:
+        raise CohortError(
+            f"no labelled slide of class {', '.join(map(repr, absent))} although task.classes names it "
+            f"(patients per class: {', '.join(f'{c}: {n}' for c, n in counts.items())}); check the label "
+            "column, or drop the class from task.classes"
+        )
     largest = min(counts.values(), default=0)
     listing = ", ".join(f"{c}: {n} patient(s)" for c, n in counts.items())
     way_out = (f"the largest feasible number of folds is {largest}: set split.n_folds={largest}"

@@ -237,4 +237,8 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
 def _frame(rows: list[dict[str, Any]], columns: list[str]):
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in ("level", "n_patches"):  # integers with blanks for failed slides, not floats
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame

@@ -97,3 +97,11 @@ def test_a_label_column_with_one_class_is_rejected_when_classes_are_inferred():
                            "label": ["tumour", "tumour", ""]})
     with pytest.raises(CohortError, match=r"holds only 'tumour'.*at least two classes"):
         label_cohort(cohort, Task(label="label", classes=(), ordered=False), "error", "")
+
+
+def test_a_class_named_by_task_but_absent_from_the_cohort_is_named():
+    from splits.validate import check_fold_feasibility
+
+    slides = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "label": ["dense"] * 3})
+    with pytest.raises(CohortError, match=r"no labelled slide of class 'sparse' although task.classes names it"):
+        check_fold_feasibility(slides, ("dense", "sparse"), 3)
