@@ -2,7 +2,6 @@
 comparison, synthetic banner, MLflow run, strict JSON, no-method error."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,17 +21,6 @@ from pipeline.report import (
 )
 
 CLASSES = ("benign", "tumor")
-
-
-@pytest.fixture(scope="module")
-def helpers():
-    """``write_project`` and ``run_stage`` of test_probes.py: one project builder for the three stages' tests."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("probe_tests", Path(__file__).with_name("test_probes.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_method(stage, name, signal, seed, n_folds=3, per_fold=12):

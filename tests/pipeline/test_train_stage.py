@@ -21,14 +21,7 @@ DIM = 16
 N_SLIDES = 12
 CMU1 = "wsi-aperio-svs/CMU-1-Small-Region.svs"  # 2220 x 2967 level-0 px
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core machine: several threads only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _project(root, real_data, nan_slide=None, leak=False):

@@ -20,19 +20,12 @@ from pipeline.trainer import (
 
 DIM = 16
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _bags(n, seed, prefix):
     planted = planted_signal_bags(n, dim=DIM, n_instances=(8, 24), shift=3.0, seed=seed)
     return [Bag(f"{prefix}{i}", b, int(y)) for i, (b, y) in enumerate(zip(planted.bags, planted.labels, strict=True))]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core machine: several threads only contend
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

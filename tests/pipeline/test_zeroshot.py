@@ -123,17 +123,6 @@ def test_tokenizer_sha_is_checked(tmp_path):
 # ---- the stage ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def helpers():
-    """``write_project`` and ``run_stage`` of test_probes.py: one project builder for the three stages' tests."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("probe_tests", Path(__file__).with_name("test_probes.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch, helpers):
     monkeypatch.chdir(tmp_path)
