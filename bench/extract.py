@@ -36,7 +36,7 @@ def build_slide(folder: Path, side: int) -> Path:
     """A side x side px JPEG-tiled (256 px, q90) TIFF at 0.5 µm/px made by mirroring the CMU-1 tissue."""
     import tifffile
 
-    from extract.slide import open_slide
+    from slidemil.extract.slide import open_slide
 
     with open_slide(TISSUE) as slide:
         tissue = slide.read_region((0, 0), 0, slide.dimensions)
@@ -66,8 +66,8 @@ def wall(fn, repeat: int = 5) -> float:
 
 
 def bench_reading(path: Path, coords: np.ndarray) -> dict[str, float]:
-    from extract.fast_reader import open_jpeg_tiles
-    from extract.slide import open_slide
+    from slidemil.extract.fast_reader import open_jpeg_tiles
+    from slidemil.extract.slide import open_slide
 
     with open_slide(path) as slide:
         ms_openslide = cpu_ms(lambda: [slide.read_region(tuple(c), 0, (512, 512)) for c in coords], len(coords))
@@ -84,14 +84,14 @@ def bench_reading(path: Path, coords: np.ndarray) -> dict[str, float]:
 def bench_preprocess(path: Path, coords: np.ndarray, encoder, device: str) -> dict[str, float]:
     from PIL import Image
 
-    from extract.encoders.preprocess import (
+    from slidemil.extract.encoders.preprocess import (
         OPENAI_CLIP_MEAN,
         OPENAI_CLIP_STD,
         PilPreprocess,
         Preprocessing,
         prepare_batch,
     )
-    from extract.slide import open_slide
+    from slidemil.extract.slide import open_slide
 
     with open_slide(path) as slide:
         patches = np.stack([slide.read_region((int(x), int(y)), 0, (512, 512)) for x, y in coords[:32]])
@@ -120,8 +120,8 @@ def bench_preprocess(path: Path, coords: np.ndarray, encoder, device: str) -> di
 
 
 def bench_encoding(path: Path, coords: np.ndarray, encoder, batch_size: int, workers: int) -> dict[str, float]:
-    from extract.extraction import encode_slide
-    from extract.patches import PatchGrid, iter_batches
+    from slidemil.extract.extraction import encode_slide
+    from slidemil.extract.patches import PatchGrid, iter_batches
 
     cuda = encoder.device.type == "cuda"
     x = encoder.prepare_batch(torch.zeros(batch_size, 512, 512, 3, dtype=torch.uint8))
@@ -148,7 +148,7 @@ def bench_encoding(path: Path, coords: np.ndarray, encoder, batch_size: int, wor
 def bench_bags(folder: Path) -> dict[str, float]:
     import h5py
 
-    from extract.store import FeatureStoreWriter, open_features
+    from slidemil.extract.store import FeatureStoreWriter, open_features
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(10_000, 512)).astype(np.float32)
@@ -186,8 +186,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
 
-    from extract.encoders import create_encoder
-    from extract.extraction import default_batch_size, default_num_workers
+    from slidemil.extract.encoders import create_encoder
+    from slidemil.extract.extraction import default_batch_size, default_num_workers
 
     checkpoint = args.checkpoint or ("synthetic:1" if args.encoder == "conch_v1" else None)
     encoder = create_encoder(args.encoder, checkpoint, args.device, args.precision)

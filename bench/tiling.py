@@ -43,8 +43,8 @@ sys.exit(code)
 """
 _STAGE = """
 import argparse, logging, sys
-from pipeline.params import load_params
-from pipeline.stages import tile
+from slidemil.core.params import load_params
+from slidemil.pipeline.stages import tile
 logging.basicConfig(level=logging.WARNING)
 sys.exit(tile.run(load_params(sys.argv[1]), argparse.Namespace(force=True)))
 """
@@ -52,7 +52,7 @@ sys.exit(tile.run(load_params(sys.argv[1]), argparse.Namespace(force=True)))
 
 def source_pixels() -> np.ndarray:
     """uint8 [H, W, 3] real H&E pixels of CMU-1-Small-Region (about 20 MB)."""
-    from extract.slide import open_slide
+    from slidemil.extract.slide import open_slide
 
     with open_slide(SOURCE) as slide:
         return slide.read_region((0, 0), 0, slide.dimensions)

@@ -24,9 +24,9 @@ import time
 
 import torch
 
-from mil_models import create_mil_model, pad_bags
-from mil_models.synthetic import planted_signal_bags
-from pipeline.trainer import Bag, FoldResult, TrainConfig, length_bucketed_batches, train_fold
+from slidemil.mil_models import create_mil_model, pad_bags
+from slidemil.mil_models.synthetic import planted_signal_bags
+from slidemil.pipeline.trainer import Bag, FoldResult, TrainConfig, length_bucketed_batches, train_fold
 
 
 def parse_args() -> argparse.Namespace:

@@ -42,7 +42,7 @@ import tifffile
 from skimage.color import rgb2hed, rgb2hsv
 from skimage.filters import threshold_otsu
 
-from pipeline.atomic import atomic_path, write_csv, write_text
+from slidemil.core.atomic import atomic_path, write_csv, write_text
 
 DEMO = Path(__file__).resolve().parent
 CMU1 = DEMO / "real" / "wsi-aperio-svs" / "CMU-1-Small-Region.svs"

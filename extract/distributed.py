@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from extract.extraction import BUSY, ExtractionConfig, SlideJob, run_slide
+from slidemil.extract.extraction import BUSY, ExtractionConfig, SlideJob, run_slide
 
 _ENCODERS: dict[tuple[str, str, str, str], Any] = {}
 
@@ -34,7 +34,7 @@ def resolve_device(device: str, worker_index: int = 0) -> str:
 
 def get_encoder(config: ExtractionConfig) -> Any:
     """The encoder of ``config`` (built once per process, cached)."""
-    from extract.encoders import create_encoder
+    from slidemil.extract.encoders import create_encoder
 
     key = (config.encoder, config.checkpoint, config.device, config.precision)
     if key not in _ENCODERS:

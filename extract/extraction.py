@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from extract.patches import PatchBatch, PatchGrid, iter_batches
-from extract.store import FeatureStoreWriter, array_digest, inputs_digest
-from pipeline.errors import SlideError, SlidemilError
+from slidemil.core.errors import SlideError, SlidemilError
+from slidemil.extract.patches import PatchBatch, PatchGrid, iter_batches
+from slidemil.extract.store import FeatureStoreWriter, array_digest, inputs_digest
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -138,7 +138,7 @@ def run_slide(
     every patch unreadable, nothing written), ``skipped`` (tiling did not succeed) or ``busy`` (locked by
     another writer and ``wait_for_lock`` is False).
     """
-    from extract.tiles import open_tiles
+    from slidemil.extract.tiles import open_tiles
 
     t_start = time.perf_counter()
     row: dict[str, Any] = {"slide_id": job.slide_id, "status": "skipped", "reason": "", "n_patches": 0}
@@ -229,7 +229,7 @@ def _extract(coords: np.ndarray, tile_attrs: dict[str, Any], config: ExtractionC
 
 
 def _up_to_date(row: dict[str, Any], writer: FeatureStoreWriter, slide_id: str, t_start: float) -> dict[str, Any]:
-    from extract.store import open_features
+    from slidemil.extract.store import open_features
 
     attrs = open_features(writer.path).attrs(slide_id)
     return {**row, "status": attrs.get("status", "ok"), "reason": "up to date (not recomputed)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
 
 #: Plausible level-0 resolutions in µm/px. Scanners give 0.1–1 µm/px; the upper bound admits real
 #: low-resolution DICOM levels (e.g. a Camelyon level at 29 µm/px, refused later for a fine target with

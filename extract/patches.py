@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.fast_reader import open_jpeg_tiles
-from extract.slide import PatchReadError, Slide, open_slide, resize
-from extract.slide import log as slide_log
+from slidemil.extract.fast_reader import open_jpeg_tiles
+from slidemil.extract.slide import PatchReadError, Slide, open_slide, resize
+from slidemil.extract.slide import log as slide_log
 
 
 @dataclass(frozen=True)

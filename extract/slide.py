@@ -21,10 +21,16 @@ import cv2
 import numpy as np
 import openslide
 
-from extract.levels import best_level_for_downsample
-from extract.mpp import PLAUSIBLE_MPP, resolve_mpp
-from extract.slide_backends import IMAGE_SUFFIXES, ImageBackend, OpenSlideBackend, TiffBackend, check_tiff
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
+from slidemil.extract.levels import best_level_for_downsample
+from slidemil.extract.mpp import PLAUSIBLE_MPP, resolve_mpp
+from slidemil.extract.slide_backends import (
+    IMAGE_SUFFIXES,
+    ImageBackend,
+    OpenSlideBackend,
+    TiffBackend,
+    check_tiff,
+)
 
 log = logging.getLogger(__name__)
 

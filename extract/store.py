@@ -31,7 +31,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from pipeline.errors import StoreError
+from slidemil.core.errors import StoreError
 
 SCHEMA_VERSION = 1
 MIN_CHUNK_BYTES = 1 << 20
@@ -46,7 +46,7 @@ def group_dir(slide_id: str) -> str:
     Raises:
         StoreError: empty slide_id.
     """
-    from extract.tiles import group_name
+    from slidemil.extract.tiles import group_name
 
     if not slide_id:
         raise StoreError("empty slide_id cannot name a feature-store group; fix the cohort table")

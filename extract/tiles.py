@@ -23,7 +23,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import StoreError
+from slidemil.core.errors import StoreError
 
 SCHEMA_VERSION = 1
 COORDS_STORE = "coords.zarr"

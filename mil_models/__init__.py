@@ -5,8 +5,8 @@
 ``{"logits": [B, C], "attention": [B, N] or [B, C, N], "aux_loss": scalar tensor or None}``.
 """
 
-from mil_models import abmil, clam, dsmil, pooling, transmil  # noqa: F401  (modules register their heads)
-from mil_models._registry import create_mil_model, list_mil_models
-from mil_models.batching import pad_bags
+from slidemil.mil_models import abmil, clam, dsmil, pooling, transmil  # noqa: F401  (modules register their heads)
+from slidemil.mil_models._registry import create_mil_model, list_mil_models
+from slidemil.mil_models.batching import pad_bags
 
 __all__ = ["create_mil_model", "list_mil_models", "pad_bags"]

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from pipeline.errors import ParamsError
-from pipeline.registry import Registry
+from slidemil.core.errors import ParamsError
+from slidemil.core.registry import Registry
 
 MIL_MODELS: Registry[Callable[..., nn.Module]] = Registry("MIL head")
 

@@ -7,8 +7,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from mil_models._registry import MIL_MODELS
-from mil_models.layers import AttentionNet, check_bags, instance_embedding, masked_softmax
+from slidemil.mil_models._registry import MIL_MODELS
+from slidemil.mil_models.layers import AttentionNet, check_bags, instance_embedding, masked_softmax
 
 
 class ABMIL(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil_models.layers import masked_softmax
+from slidemil.mil_models.layers import masked_softmax
 
 
 def newton_schulz_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil_models._registry import MIL_MODELS
-from mil_models.layers import AttentionNet, check_bags, instance_embedding, masked_softmax
+from slidemil.mil_models._registry import MIL_MODELS
+from slidemil.mil_models.layers import AttentionNet, check_bags, instance_embedding, masked_softmax
 
 
 def smooth_top1_svm_loss(

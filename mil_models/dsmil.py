@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mil_models._registry import MIL_MODELS
-from mil_models.layers import check_bags, instance_embedding, masked_softmax
+from slidemil.mil_models._registry import MIL_MODELS
+from slidemil.mil_models.layers import check_bags, instance_embedding, masked_softmax
 
 
 class DSMIL(nn.Module):

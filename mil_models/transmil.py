@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mil_models._registry import MIL_MODELS
-from mil_models.attention import MaskedSelfAttention
-from mil_models.layers import check_bags
+from slidemil.mil_models._registry import MIL_MODELS
+from slidemil.mil_models.attention import MaskedSelfAttention
+from slidemil.mil_models.layers import check_bags
 
 
 class PPEG(nn.Module):

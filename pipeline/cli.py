@@ -16,18 +16,18 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pipeline.errors import SlidemilError
-from pipeline.params import load_params, stage_params
+from slidemil.core.errors import SlidemilError
+from slidemil.core.params import load_params, stage_params
 
 STAGES = {
-    "tile": "pipeline.stages.tile",
-    "extract": "pipeline.stages.extract",
-    "import-features": "pipeline.stages.import_features",
-    "split": "pipeline.stages.split",
-    "train": "pipeline.stages.train",
-    "probe": "pipeline.stages.probe",
-    "zeroshot": "pipeline.stages.zeroshot",
-    "report": "pipeline.stages.report",
+    "tile": "slidemil.pipeline.stages.tile",
+    "extract": "slidemil.pipeline.stages.extract",
+    "import-features": "slidemil.pipeline.stages.import_features",
+    "split": "slidemil.pipeline.stages.split",
+    "train": "slidemil.pipeline.stages.train",
+    "probe": "slidemil.pipeline.stages.probe",
+    "zeroshot": "slidemil.pipeline.stages.zeroshot",
+    "report": "slidemil.pipeline.stages.report",
 }
 
 log = logging.getLogger("slidemil")
@@ -75,8 +75,8 @@ def validate_sections(params: dict) -> None:
     A stage validates its own section again with its extra rules; this catches a typo in a later
     stage's section before an earlier, long stage runs. Raises ParamsError.
     """
-    from pipeline.tracking import MLFLOW_DEFAULTS
-    from splits.task import TASK_DEFAULTS
+    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+    from slidemil.splits.task import TASK_DEFAULTS
 
     sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
     for name, module_name in STAGES.items():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.tracking import file_digest, json_digest, provenance_tags
+from slidemil.pipeline.tracking import file_digest, json_digest, provenance_tags
 
 
 @dataclass
@@ -31,7 +31,7 @@ def features_path(configured: str, params: Mapping[str, Any]) -> str:
     """The feature store to read: ``configured``, else ``<extract.output>/<extract.encoder>.zarr`` (as ``train``)."""
     if configured:
         return configured
-    from extract.store import store_path
+    from slidemil.extract.store import store_path
 
     extract = params.get("extract") or {}
     return str(store_path(extract.get("output", "data/features"), str(extract.get("encoder", "conch_v1"))))
@@ -44,9 +44,9 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
         StoreError: store or splits missing/invalid. LeakageError: patient in two parts of a fold, or a
             split slide missing from the features.
     """
-    from extract.store import open_features
-    from splits.guard import check_splits
-    from splits.io import load_splits
+    from slidemil.extract.store import open_features
+    from slidemil.splits.guard import check_splits
+    from slidemil.splits.io import load_splits
 
     splits = load_splits(splits_path)
     store = open_features(features)

@@ -19,8 +19,8 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 from sklearn.preprocessing import label_binarize
 
-from pipeline.atomic import write_csv, write_json
-from pipeline.metrics import bootstrap_ci, classification_metrics, summarize_folds
+from slidemil.core.atomic import write_csv, write_json
+from slidemil.pipeline.metrics import bootstrap_ci, classification_metrics, summarize_folds
 
 PREDICTION_COLUMNS = ("slide_id", "patient_id", "fold", "repeat", "label", "y_true")
 

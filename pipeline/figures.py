@@ -160,7 +160,7 @@ def read_slide_view(
     Raises:
         pipeline.errors.SlideError: the slide cannot be opened or read.
     """
-    from extract.slide import open_slide, read_patch
+    from slidemil.extract.slide import open_slide, read_patch
 
     order = np.argsort(-np.asarray(attention, dtype=float).reshape(-1))[:top_k]
     with open_slide(slide_path) as slide:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.compare import holm_adjust, paired_bootstrap_auroc
+from slidemil.pipeline.compare import holm_adjust, paired_bootstrap_auroc
 
 REPORT_METRICS = ("auroc", "balanced_accuracy", "f1_weighted", "kappa", "brier", "ece")
 METRIC_TITLES = {

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mil_models.batching import pad_bags
-from pipeline.errors import SlidemilError
-from pipeline.metrics import OneClassWarning, classification_metrics
+from slidemil.core.errors import SlidemilError
+from slidemil.mil_models.batching import pad_bags
+from slidemil.pipeline.metrics import OneClassWarning, classification_metrics
 
 MONITORS = {"val/auroc": "max", "val/loss": "min"}
 TIE = 1e-12  # monitor values this close are a tie, settled by the validation loss

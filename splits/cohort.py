@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import CohortError
+from slidemil.core.errors import CohortError
 
 log = logging.getLogger(__name__)
 

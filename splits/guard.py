@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import LeakageError
-from splits.io import PARTS
+from slidemil.core.errors import LeakageError
+from slidemil.splits.io import PARTS
 
 
 def check_splits(splits: dict[str, Any], feature_slide_ids: set[str] | None) -> None:

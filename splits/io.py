@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.atomic import write_json
-from pipeline.errors import StoreError
+from slidemil.core.atomic import write_json
+from slidemil.core.errors import StoreError
 
 SCHEMA_VERSION = 1
 PARTS = ("train", "val", "test")

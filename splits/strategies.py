@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pipeline.errors import CohortError
-from splits.validate import check_fold_feasibility
+from slidemil.core.errors import CohortError
+from slidemil.splits.validate import check_fold_feasibility
 
 STRATEGIES = ("kfold", "holdout+kfold", "leave-one-site-out")
 

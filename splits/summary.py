@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from splits.io import PARTS
+from slidemil.splits.io import PARTS
 
 
 def fold_summary(splits: dict[str, Any]) -> pd.DataFrame:

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ParamsError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError
+from slidemil.core.params import stage_params
 
 TASK_DEFAULTS: dict[str, Any] = {
     "label": "label",  # cohort column holding the class name of each slide

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.errors import CohortError
-from splits.task import Task
+from slidemil.core.errors import CohortError
+from slidemil.splits.task import Task
 
 LABEL_CONFLICT_POLICIES = ("error", "majority", "slide-level")
 

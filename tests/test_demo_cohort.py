@@ -13,7 +13,7 @@ import openslide
 import pytest
 import tifffile
 
-from splits.cohort import load_cohort
+from slidemil.splits.cohort import load_cohort
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
 SLIDES = sorted((DEMO / "slides").glob("*.tiff"))

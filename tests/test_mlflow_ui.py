@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking import parent_run
+from slidemil.pipeline.tracking import parent_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 

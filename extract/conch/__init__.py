@@ -5,10 +5,10 @@ loading with strict key checks, and the synthetic test checkpoints of SPEC §6. 
 they are gated and CC BY-NC-ND (https://huggingface.co/MahmoodLab/conch).
 """
 
-from extract.conch.checkpoint import CheckpointError, LoadReport, load_conch_model
-from extract.conch.model import ConchModel
-from extract.conch.synthetic import state_dict_sha256, synthetic_state_dict
-from extract.conch.tokenizer import tokenize
+from slidemil.extract.conch.checkpoint import CheckpointError, LoadReport, load_conch_model
+from slidemil.extract.conch.model import ConchModel
+from slidemil.extract.conch.synthetic import state_dict_sha256, synthetic_state_dict
+from slidemil.extract.conch.tokenizer import tokenize
 
 __all__ = [
     "CheckpointError",

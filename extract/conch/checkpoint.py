@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from extract.conch.keys import key_table
-from extract.conch.model import ConchModel
-from extract.conch.synthetic import synthetic_state_dict
-from pipeline.errors import SlidemilError
+from slidemil.core.errors import SlidemilError
+from slidemil.extract.conch.keys import key_table
+from slidemil.extract.conch.model import ConchModel
+from slidemil.extract.conch.synthetic import synthetic_state_dict
 
 HF_REPO_URL = "https://huggingface.co/MahmoodLab/conch"
 DROPPED_PREFIXES = ("text_decoder.",)  # decoder weights: absent from the public file, never used

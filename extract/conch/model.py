@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.conch.text import ConchText
-from extract.conch.vision import ConchVisual
+from slidemil.extract.conch.text import ConchText
+from slidemil.extract.conch.vision import ConchVisual
 
 
 class ConchModel(nn.Module):

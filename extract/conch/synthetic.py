@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from extract.conch.keys import key_table
+from slidemil.extract.conch.keys import key_table
 
 
 def synthetic_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from pipeline.errors import SlidemilError
+from slidemil.core.errors import SlidemilError
 
 CONTEXT_LENGTH = 128  # ids per text: 127 encoded positions + 1 placeholder pad column
 MAX_ENCODED = CONTEXT_LENGTH - 1

@@ -3,9 +3,9 @@
 ``create_encoder(name, checkpoint=None, device="cpu", precision="fp32") -> Encoder``; ``list_encoders()``.
 """
 
-from extract.encoders import conch_v1, timm_models  # noqa: F401  (register the entries)
-from extract.encoders.base import Encoder
-from extract.encoders.preprocess import Preprocessing
-from extract.encoders.registry import ENCODERS, create_encoder, list_encoders
+from slidemil.extract.encoders import conch_v1, timm_models  # noqa: F401  (register the entries)
+from slidemil.extract.encoders.base import Encoder
+from slidemil.extract.encoders.preprocess import Preprocessing
+from slidemil.extract.encoders.registry import ENCODERS, create_encoder, list_encoders
 
 __all__ = ["ENCODERS", "Encoder", "Preprocessing", "create_encoder", "list_encoders"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from extract.encoders.preprocess import PilPreprocess, Preprocessing, prepare_batch
-from pipeline.errors import ParamsError
+from slidemil.core.errors import ParamsError
+from slidemil.extract.encoders.preprocess import PilPreprocess, Preprocessing, prepare_batch
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

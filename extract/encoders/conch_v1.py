@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from extract.encoders.base import Encoder, resolve_precision
-from extract.encoders.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocessing
-from extract.encoders.registry import ENCODERS
+from slidemil.extract.encoders.base import Encoder, resolve_precision
+from slidemil.extract.encoders.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocessing
+from slidemil.extract.encoders.registry import ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def conch_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @ENCODERS.register("conch_v1")
 def conch_v1(checkpoint: str | Path | None, device: torch.device, precision: str) -> Encoder:
     """CONCH v1 (Lu et al., Nature Medicine 2024) from a local file, ``hf_hub:``, ``synthetic[:seed]`` or env."""
-    from extract.conch.checkpoint import load_conch_model
+    from slidemil.extract.conch.checkpoint import load_conch_model
 
     model, sha, report = load_conch_model(checkpoint)
     if report.dropped:

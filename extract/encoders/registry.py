@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from extract.encoders.base import Encoder, resolve_device
-from pipeline.errors import UnknownPluginError
-from pipeline.registry import Registry
+from slidemil.core.errors import UnknownPluginError
+from slidemil.core.registry import Registry
+from slidemil.extract.encoders.base import Encoder, resolve_device
 
 ENCODERS: Registry = Registry("encoder")
 TIMM_PREFIX = "timm:"

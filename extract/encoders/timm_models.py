@@ -16,11 +16,11 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from extract.conch.checkpoint import CheckpointError, check_keys, file_sha256, read_state_dict
-from extract.encoders.base import Encoder, resolve_precision
-from extract.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from extract.encoders.registry import ENCODERS
-from pipeline.errors import ParamsError
+from slidemil.core.errors import ParamsError
+from slidemil.extract.conch.checkpoint import CheckpointError, check_keys, file_sha256, read_state_dict
+from slidemil.extract.encoders.base import Encoder, resolve_precision
+from slidemil.extract.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from slidemil.extract.encoders.registry import ENCODERS
 
 
 def parse_random(checkpoint: str) -> int | None:

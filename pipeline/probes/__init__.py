@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from sklearn.base import ClassifierMixin
 
-from pipeline.probes import knn, linear, prototype  # noqa: F401  (registers the probes)
-from pipeline.probes.pooling import POOLINGS, pool_bag
-from pipeline.probes.registry import PROBES
-from pipeline.probes.tuning import fit_probe, select_on_validation
+from slidemil.pipeline.probes import knn, linear, prototype  # noqa: F401  (registers the probes)
+from slidemil.pipeline.probes.pooling import POOLINGS, pool_bag
+from slidemil.pipeline.probes.registry import PROBES
+from slidemil.pipeline.probes.tuning import fit_probe, select_on_validation
 
 __all__ = [
     "POOLINGS",

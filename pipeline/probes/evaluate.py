@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data import MethodData
-from pipeline.evaluation import finish_method, fold_test_metrics, output_paths, predictions_table
-from pipeline.params import stage_params
-from pipeline.tracking import MLFLOW_DEFAULTS, parent_run
+from slidemil.core.params import stage_params
+from slidemil.pipeline.data import MethodData
+from slidemil.pipeline.evaluation import finish_method, fold_test_metrics, output_paths, predictions_table
+from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 
-from pipeline.probes.registry import PROBES
+from slidemil.pipeline.probes.registry import PROBES
 
 
 @PROBES.register("knn")

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.probes.registry import PROBES
+from slidemil.pipeline.probes.registry import PROBES
 
 
 @PROBES.register("linear")

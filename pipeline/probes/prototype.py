@@ -9,7 +9,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from pipeline.probes.registry import PROBES
+from slidemil.pipeline.probes.registry import PROBES
 
 
 @PROBES.register("prototype")

@@ -1,5 +1,5 @@
 """The probe registry (one instance for this plug-in kind)."""
 
-from pipeline.registry import Registry
+from slidemil.core.registry import Registry
 
 PROBES: Registry = Registry("probe")

@@ -11,7 +11,7 @@ encoder (id, weights, preprocessing), the tiling or the dtype changed, or --forc
 A slide fails (status and reason in the manifest, one WARNING line each) when, e.g., none of its patches
 can be read any more; the cohort goes on. Run before `slidemil tile`, it stops with a message saying so.
 
-The default encoder is conch_v1. Its weights come from extract.checkpoint, else env CONCH_CHECKPOINT;
+The default encoder is conch_v1. Its weights come from slidemil.extract.checkpoint, else env CONCH_CHECKPOINT;
 without either, synthetic weights are used (features are then meaningless: a WARNING is logged and the
 store records weights_sha256 "synthetic:1").
 
@@ -30,8 +30,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ParamsError, StoreError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError, StoreError
+from slidemil.core.params import stage_params
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
 
@@ -63,7 +63,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Extract features for every slide of the tiles manifest; returns the exit code (see ``fail_if``)."""
     section = stage_params(params, "extract", DEFAULTS)
     if getattr(args, "list_encoders", False):
-        from extract.encoders import list_encoders
+        from slidemil.extract.encoders import list_encoders
 
         print("\n".join(list_encoders()))
         return 0
@@ -74,17 +74,17 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from extract.distributed import get_encoder, resolve_device, run_jobs
-    from extract.extraction import (
+    from slidemil.core.atomic import write_csv
+    from slidemil.extract.distributed import get_encoder, resolve_device, run_jobs
+    from slidemil.extract.extraction import (
         MANIFEST_COLUMNS,
         ExtractionConfig,
         SlideJob,
         default_batch_size,
         default_num_workers,
     )
-    from extract.store import store_path as features_store_path
-    from extract.tiles import open_tiles
-    from pipeline.atomic import write_csv
+    from slidemil.extract.store import store_path as features_store_path
+    from slidemil.extract.tiles import open_tiles
 
     device = resolve_device(section["device"])
     config = ExtractionConfig(

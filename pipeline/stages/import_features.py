@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ParamsError, SlidemilError, StoreError
+from slidemil.core.errors import ParamsError, SlidemilError, StoreError
 
 HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
 NEEDS_PARAMS = False  # runs outside a project folder too
@@ -86,7 +86,7 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
     Raises:
         StoreError, ParamsError: the file is unreadable or incomplete, or does not fit the store.
     """
-    from extract.store import FeatureStoreWriter, inputs_digest
+    from slidemil.extract.store import FeatureStoreWriter, inputs_digest
 
     features, coords, attrs = read_feature_file(path)
     attrs = _complete_attrs(path, attrs, args)

@@ -16,8 +16,8 @@ import argparse
 import logging
 from typing import Any
 
-from pipeline.errors import ParamsError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError
+from slidemil.core.params import stage_params
 
 HELP = "linear / kNN / prototype probes on pooled slide embeddings → metrics/probe@<name>.json"
 
@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
-    from pipeline.data import features_path, load_method_data
-    from pipeline.probes import (
+    from slidemil.pipeline.data import features_path, load_method_data
+    from slidemil.pipeline.probes import (
         POOLINGS,
         PROBES,
         create_probe,
@@ -52,8 +52,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         pool_bag,
         predict_proba_all,
     )
-    from pipeline.probes.evaluate import evaluate_folds
-    from splits.task import load_task
+    from slidemil.pipeline.probes.evaluate import evaluate_folds
+    from slidemil.splits.task import load_task
 
     section = stage_params(params, "probe", DEFAULTS)
     section["features"] = features_path(section["features"], params)

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import stage_params
+from slidemil.core.params import stage_params
 
 HELP = "comparison of every method on the same folds → reports/summary.md, reports/metrics.json"
 
@@ -49,9 +49,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """
     import pandas as pd
 
-    from pipeline.atomic import write_json, write_text
-    from pipeline.errors import StoreError
-    from pipeline.report import (
+    from slidemil.core.atomic import write_json, write_text
+    from slidemil.core.errors import StoreError
+    from slidemil.pipeline.report import (
         best_method,
         compare_to_best,
         placeholder_stores,
@@ -112,8 +112,8 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         ParamsError: a train, probe or zeroshot section is malformed.
         StoreError: the zero-shot summary is not valid JSON.
     """
-    from pipeline.report import configured_methods
-    from pipeline.stages import probe, train, zeroshot
+    from slidemil.pipeline.report import configured_methods
+    from slidemil.pipeline.stages import probe, train, zeroshot
 
     heads = stage_params(params, "train", train.DEFAULTS)["heads"]
     probes = stage_params(params, "probe", probe.DEFAULTS)["probes"]
@@ -136,7 +136,7 @@ def read_json(path: Path) -> Any:
     Raises:
         StoreError: not valid JSON.
     """
-    from pipeline.errors import StoreError
+    from slidemil.core.errors import StoreError
 
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -157,8 +157,8 @@ def _no_method_message(folder: Path, missing: list[str], ignored: list[str], ski
 
 def feature_weights(features: Path) -> dict[str, str]:
     """``{store path: weights_sha256}`` of the feature store ``features`` or of every ``*.zarr`` in it."""
-    from extract.store import open_features
-    from pipeline.errors import StoreError
+    from slidemil.core.errors import StoreError
+    from slidemil.extract.store import open_features
 
     stores = [features] if features.suffix == ".zarr" else sorted(features.glob("*.zarr"))
     weights = {}
@@ -172,9 +172,9 @@ def feature_weights(features: Path) -> dict[str, str]:
 
 def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[str, Any],
                 weights: dict[str, str]) -> None:
-    from pipeline.report import placeholder_stores
-    from pipeline.tracking import MLFLOW_DEFAULTS, parent_run, provenance_tags
-    from splits.task import load_task
+    from slidemil.pipeline.report import placeholder_stores
+    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run, provenance_tags
+    from slidemil.splits.task import load_task
 
     mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
     experiment = mlflow_section["experiment"] or load_task(params).label

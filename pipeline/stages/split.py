@@ -27,14 +27,14 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.atomic import write_csv
-from pipeline.errors import ParamsError, StoreError
-from pipeline.params import stage_params
+from slidemil.core.atomic import write_csv
+from slidemil.core.errors import ParamsError, StoreError
+from slidemil.core.params import stage_params
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from splits.strategies import SplitConfig
+    from slidemil.splits.strategies import SplitConfig
 
 HELP = "patient-grouped stratified CV folds → data/splits.json"
 
@@ -58,13 +58,13 @@ log = logging.getLogger(__name__)
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Build and write the splits; returns 0 (user errors raise SlidemilError subclasses)."""
-    from splits.cohort import load_cohort
-    from splits.guard import check_splits
-    from splits.io import build_splits, read_manifest, write_splits
-    from splits.strategies import make_folds
-    from splits.summary import fold_summary, missing_class_warnings
-    from splits.task import load_task
-    from splits.validate import feature_exclusions, label_cohort
+    from slidemil.splits.cohort import load_cohort
+    from slidemil.splits.guard import check_splits
+    from slidemil.splits.io import build_splits, read_manifest, write_splits
+    from slidemil.splits.strategies import make_folds
+    from slidemil.splits.summary import fold_summary, missing_class_warnings
+    from slidemil.splits.task import load_task
+    from slidemil.splits.validate import feature_exclusions, label_cohort
 
     section = stage_params(params, "split", DEFAULTS)
     config = _split_config(section)
@@ -116,8 +116,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _split_config(section: dict[str, Any]) -> SplitConfig:
-    from splits.strategies import SplitConfig
-    from splits.validate import LABEL_CONFLICT_POLICIES
+    from slidemil.splits.strategies import SplitConfig
+    from slidemil.splits.validate import LABEL_CONFLICT_POLICIES
 
     if not isinstance(section["n_folds"], int) or section["n_folds"] < 2:
         raise ParamsError(f"split.n_folds must be an integer ≥ 2, got {section['n_folds']!r}")

@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ParamsError, SlideError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError, SlideError
+from slidemil.core.params import stage_params
 
 HELP = "find tissue and lay the patch grid on every cohort slide (→ data/tiles/)"
 
@@ -76,9 +76,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Tile every cohort slide (resuming finished ones); returns 1 when ``tile.fail_if`` is met, else 0."""
     from tqdm import tqdm
 
-    from extract.tiles import MANIFEST, MANIFEST_COLUMNS, open_tiles
-    from pipeline.atomic import write_csv
-    from splits.cohort import load_cohort
+    from slidemil.core.atomic import write_csv
+    from slidemil.extract.tiles import MANIFEST, MANIFEST_COLUMNS, open_tiles
+    from slidemil.splits.cohort import load_cohort
 
     cfg = validate(stage_params(params, "tile", DEFAULTS))
     if not params.get("cohort"):
@@ -109,7 +109,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ParamsError: naming the key and the allowed values.
     """
-    from extract.tissue import TissueParams
+    from slidemil.extract.tissue import TissueParams
 
     checks = [
         ("target_mpp", cfg["target_mpp"] > 0, "a positive µm/px, e.g. 0.5"),
@@ -138,7 +138,7 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
 def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: dict[str, Any], root: Path, store,
              force: bool = False) -> dict[str, Any]:
     """Tile one slide; never raises for a slide-level problem (returns its manifest row)."""
-    from extract.tiles import params_digest, slide_fingerprint
+    from slidemil.extract.tiles import params_digest, slide_fingerprint
 
     start = time.perf_counter()
     row: dict[str, Any] = {"slide_id": slide_id, "status": "failed", "reason": "", "mpp": math.nan,
@@ -169,13 +169,13 @@ def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: dict[str, Any]
 
 def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str, Any], root: Path,
                 fingerprint: str, digest: str) -> dict[str, Any]:
-    from extract.grid import grid_coords, select_patches, tissue_fractions
-    from extract.levels import choose_level
-    from extract.qc import draw_qc, encode_png
-    from extract.slide import open_slide, resize
-    from extract.tiles import QC_DIR, group_name, write_slide_tiles
-    from extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
-    from pipeline.atomic import atomic_path
+    from slidemil.core.atomic import atomic_path
+    from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
+    from slidemil.extract.levels import choose_level
+    from slidemil.extract.qc import draw_qc, encode_png
+    from slidemil.extract.slide import open_slide, resize
+    from slidemil.extract.tiles import QC_DIR, group_name, write_slide_tiles
+    from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
 
     tissue = cfg["tissue"]
     with open_slide(path, override, cfg["memory_budget_mb"], tuple(cfg["mpp_range"])) as slide:

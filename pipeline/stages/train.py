@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ParamsError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError
+from slidemil.core.params import stage_params
 
 HELP = "MIL heads on the feature store, cross-validated on the splits' folds → metrics/train@<head>.json"
 
@@ -64,10 +64,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Train and evaluate the heads; returns 0, or 1 when a head has no usable fold."""
     import torch
 
-    from mil_models import list_mil_models
-    from pipeline.data import features_path, load_method_data
-    from pipeline.tracking import MLFLOW_DEFAULTS
-    from splits.task import load_task
+    from slidemil.mil_models import list_mil_models
+    from slidemil.pipeline.data import features_path, load_method_data
+    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+    from slidemil.splits.task import load_task
 
     section, head_kwargs = _section(params)
     stage_params(params, "mlflow", MLFLOW_DEFAULTS)
@@ -112,7 +112,7 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
     import numpy as np
     import torch
 
-    from pipeline.trainer import Bag
+    from slidemil.pipeline.trainer import Bag
 
     bags, coords = {}, {}
     for sid in data.slides():
@@ -125,10 +125,10 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
 def _train_head(head, kwargs, section, params, data, bags, coords, ordered, device) -> dict[str, float]:
     import pandas as pd
 
-    from pipeline.errors import SlidemilError
-    from pipeline.evaluation import finish_method, output_paths, pooled_by_slide
-    from pipeline.figures import confusion_figure, roc_figure
-    from pipeline.tracking import MLFLOW_DEFAULTS, parent_run
+    from slidemil.core.errors import SlidemilError
+    from slidemil.pipeline.evaluation import finish_method, output_paths, pooled_by_slide
+    from slidemil.pipeline.figures import confusion_figure, roc_figure
+    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run
 
     start = time.perf_counter()
     mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
@@ -173,11 +173,11 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     """Train, score and log one fold; returns its predictions table and ``val/*`` + ``test/*`` metrics."""
     import torch
 
-    from mil_models import create_mil_model
-    from pipeline.atomic import atomic_path
-    from pipeline.evaluation import fold_test_metrics, predictions_table
-    from pipeline.figures import confusion_figure, is_informative, roc_figure
-    from pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+    from slidemil.core.atomic import atomic_path
+    from slidemil.mil_models import create_mil_model
+    from slidemil.pipeline.evaluation import fold_test_metrics, predictions_table
+    from slidemil.pipeline.figures import confusion_figure, is_informative, roc_figure
+    from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
 
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
         "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
@@ -225,8 +225,8 @@ def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> No
     """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable."""
     import numpy as np
 
-    from pipeline.errors import SlideError
-    from pipeline.figures import SlideView, attention_heatmap, read_slide_view
+    from slidemil.core.errors import SlideError
+    from slidemil.pipeline.figures import SlideView, attention_heatmap, read_slide_view
 
     attrs = store.attrs(slide_id)
     view = SlideView()

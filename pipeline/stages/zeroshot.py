@@ -19,8 +19,8 @@ import argparse
 import logging
 from typing import Any
 
-from pipeline.errors import ParamsError
-from pipeline.params import stage_params
+from slidemil.core.errors import ParamsError
+from slidemil.core.params import stage_params
 
 HELP = "CONCH zero-shot (MI-Zero top-k) on each fold's test slides → metrics/zeroshot.json"
 
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Run MI-Zero on every fold's test slides, or write the skip reason; returns 0 (1: no usable fold)."""
-    from pipeline.atomic import write_json
-    from pipeline.data import features_path
+    from slidemil.core.atomic import write_json
+    from slidemil.pipeline.data import features_path
 
     section = stage_params(params, "zeroshot", DEFAULTS)
     section["features"] = features_path(section["features"], params)
@@ -67,8 +67,8 @@ def _skip_reason(section: dict[str, Any]) -> str:
     a bad tokenizer file or an unreadable store raises."""
     from pathlib import Path
 
-    from extract.store import open_features
-    from pipeline.zeroshot import resolve_tokenizer
+    from slidemil.extract.store import open_features
+    from slidemil.pipeline.zeroshot import resolve_tokenizer
 
     if not Path(section["features"]).exists():
         return f"no feature store at {section['features']}: run `slidemil extract` first"
@@ -86,18 +86,18 @@ def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) 
     import numpy as np
     import torch
 
-    from extract.conch import tokenize
-    from extract.encoders import create_encoder
-    from pipeline.data import load_method_data
-    from pipeline.probes.evaluate import evaluate_folds
-    from pipeline.zeroshot import (
+    from slidemil.extract.conch import tokenize
+    from slidemil.extract.encoders import create_encoder
+    from slidemil.pipeline.data import load_method_data
+    from slidemil.pipeline.probes.evaluate import evaluate_folds
+    from slidemil.pipeline.zeroshot import (
         class_text_embeddings,
         load_prompts,
         resolve_tokenizer,
         scores_to_proba,
         slide_scores,
     )
-    from splits.task import load_task
+    from slidemil.splits.task import load_task
 
     task = load_task(params)
     tokenizer = resolve_tokenizer(section["tokenizer"])

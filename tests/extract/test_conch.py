@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from extract.conch import checkpoint as conch_checkpoint
-from extract.conch.synthetic import state_dict_sha256, synthetic_state_dict
-from extract.encoders import create_encoder
+from slidemil.extract.conch import checkpoint as conch_checkpoint
+from slidemil.extract.conch.synthetic import state_dict_sha256, synthetic_state_dict
+from slidemil.extract.encoders import create_encoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conch"
 ATOL = 1e-4

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from extract.conch.checkpoint import (
+from slidemil.extract.conch.checkpoint import (
     CheckpointError,
     LoadReport,
     conch_from_state_dict,
@@ -20,8 +20,8 @@ from extract.conch.checkpoint import (
     read_state_dict,
     unwrap_state_dict,
 )
-from extract.conch.synthetic import synthetic_state_dict
-from extract.encoders import create_encoder
+from slidemil.extract.conch.synthetic import synthetic_state_dict
+from slidemil.extract.encoders import create_encoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conch"
 CAPTION_KEYS = 11

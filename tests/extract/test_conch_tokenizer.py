@@ -15,7 +15,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from extract.conch.tokenizer import TokenizerError, tokenize
+from slidemil.extract.conch.tokenizer import TokenizerError, tokenize
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conch"
 SPECIALS = ["<pad>", "<start_of_text>", "<end_of_text>"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.store import open_features
+from slidemil.extract.store import open_features
 
 _spec = importlib.util.spec_from_file_location("extract_test_helpers", Path(__file__).with_name("test_extraction.py"))
 helpers = importlib.util.module_from_spec(_spec)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from extract.conch.checkpoint import CheckpointError
-from extract.encoders import create_encoder, list_encoders
-from pipeline.errors import ParamsError
+from slidemil.core.errors import ParamsError
+from slidemil.extract.conch.checkpoint import CheckpointError
+from slidemil.extract.encoders import create_encoder, list_encoders
 
 # name → (name to build, expected embed_dim, input size); uni_v1 (ViT-L, 300 M params) is slow on CPU
 SWEEP = {

@@ -18,13 +18,13 @@ import pytest
 import tifffile
 import torch
 
-from extract.encoders import create_encoder
-from extract.slide import open_slide
-from extract.store import open_features
-from extract.tiles import MANIFEST_COLUMNS, params_digest, slide_fingerprint, write_slide_tiles
-from pipeline.atomic import write_csv
-from pipeline.errors import StoreError
-from pipeline.stages import extract as stage
+from slidemil.core.atomic import write_csv
+from slidemil.core.errors import StoreError
+from slidemil.extract.encoders import create_encoder
+from slidemil.extract.slide import open_slide
+from slidemil.extract.store import open_features
+from slidemil.extract.tiles import MANIFEST_COLUMNS, params_digest, slide_fingerprint, write_slide_tiles
+from slidemil.pipeline.stages import extract as stage
 
 SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
 PATCH = 64
@@ -135,7 +135,7 @@ def test_corrupt_tile_drops_that_patch(tmp_path, svs):
 def test_slide_unreadable_after_tiling_fails_with_a_warning(tmp_path, svs, caplog):
     path = corrupt_tiff(tmp_path, svs, [0, 1])
     make_tiles(tmp_path / "tiles", {"c": (path, [(0, 0), (256, 0)]), "good": (svs, grid(0, 0, 2, 1))})
-    with caplog.at_level(logging.WARNING, logger="pipeline.stages.extract"):
+    with caplog.at_level(logging.WARNING, logger="slidemil.pipeline.stages.extract"):
         code, manifest = run_stage(tmp_path)
     assert code == 0 and manifest.loc["good", "status"] == "ok"
     assert manifest.loc["c", "status"] == "failed"
@@ -146,7 +146,7 @@ def test_slide_unreadable_after_tiling_fails_with_a_warning(tmp_path, svs, caplo
 
 
 def test_extract_before_tile_stops_before_building_the_encoder(tmp_path, caplog, monkeypatch):
-    import extract.distributed as dist
+    import slidemil.extract.distributed as dist
 
     monkeypatch.delenv("CONCH_CHECKPOINT", raising=False)
     monkeypatch.setattr(dist, "get_encoder", lambda config: pytest.fail("encoder built before the tiles check"))
@@ -171,7 +171,7 @@ def test_force_recomputes_up_to_date_slides(tmp_path, svs):
 def test_level_colour_warning_logged_once_per_slide(tmp_path, real_data, caplog):
     dicom = real_data / "wsi-derived-cmu1/dicom/1.2.826.0.1.3680043.8.498.9899136569992917906874156422226849724.dcm"
     make_tiles(tmp_path / "tiles", {"d": (dicom, grid(0, 0, 4, 2))})
-    with caplog.at_level(logging.WARNING, logger="extract.slide"):
+    with caplog.at_level(logging.WARNING, logger="slidemil.extract.slide"):
         code, manifest = run_stage(tmp_path, num_workers=2, batch_size=2)  # 2 reader threads, 2 handles
     assert code == 0 and manifest.loc["d", "status"] == "ok"
     messages = [r.getMessage() for r in caplog.records if "disagrees in colour" in r.getMessage()]
@@ -186,7 +186,7 @@ def test_non_finite_features_fail_the_slide(tmp_path, svs, monkeypatch):
         out = real_call(self, x)
         return out * float("nan") if float(x.mean()) < 10 and self._poison else out
 
-    import extract.distributed as dist
+    import slidemil.extract.distributed as dist
 
     monkeypatch.setattr(dist, "_ENCODERS", {})
     encoder_cls = type(create_encoder("tiny_test"))
@@ -221,8 +221,8 @@ def test_skipped_tiles_are_reported(tmp_path, svs):
 
 SLOW_RUN = textwrap.dedent("""
     import argparse, json, sys, time
-    import extract.distributed as dist
-    from extract.encoders.base import Encoder
+    import slidemil.extract.distributed as dist
+    from slidemil.extract.encoders.base import Encoder
     real_call = Encoder.__call__
     def slow_call(self, x):
         time.sleep(float(sys.argv[2]))
@@ -234,7 +234,7 @@ SLOW_RUN = textwrap.dedent("""
         print("ROWS" + json.dumps(rows, default=str), flush=True)
         return rows
     dist.run_jobs = run_jobs
-    from pipeline.stages import extract as stage
+    from slidemil.pipeline.stages import extract as stage
     sys.exit(stage.run({"extract": json.loads(sys.argv[1])}, argparse.Namespace(list_encoders=False)))
 """)
 
@@ -306,7 +306,7 @@ def test_device_preprocessing_matches_pil_reference(svs):
     448-px bicubic geometry gives near-identical tensors)."""
     from PIL import Image
 
-    from extract.encoders.preprocess import (
+    from slidemil.extract.encoders.preprocess import (
         OPENAI_CLIP_MEAN,
         OPENAI_CLIP_STD,
         PilPreprocess,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from extract.fast_reader import open_jpeg_tiles
-from extract.slide import open_slide
+from slidemil.extract.fast_reader import open_jpeg_tiles
+from slidemil.extract.slide import open_slide
 
 SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
 PYRAMID = "wsi-derived-cmu1/CMU-1-Small-Region.pyramid.tiff"

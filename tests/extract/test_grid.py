@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from extract.grid import grid_coords, select_patches, tissue_fractions
+from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
 
 
 @pytest.mark.parametrize(("size", "columns"), [(4 * 512, 4), (4 * 512 - 1, 3), (4 * 512 + 1, 4), (511, 0), (512, 1)])

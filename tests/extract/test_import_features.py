@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from extract.store import open_features
-from pipeline.errors import ParamsError
-from pipeline.stages import import_features as stage
+from slidemil.core.errors import ParamsError
+from slidemil.extract.store import open_features
+from slidemil.pipeline.stages import import_features as stage
 
 
 def _args(folder, output, **kw):

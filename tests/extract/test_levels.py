@@ -2,8 +2,8 @@
 
 import pytest
 
-from extract.levels import best_level_for_downsample, choose_level
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
+from slidemil.extract.levels import best_level_for_downsample, choose_level
 
 
 def test_non_integer_downsamples_pick_the_level_at_the_target():

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from extract.mpp import resolve_mpp
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
+from slidemil.extract.mpp import resolve_mpp
 
 
 def test_override_wins_over_file_metadata():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from extract.slide import PatchReadError, open_slide, read_patch
-from pipeline.errors import SlideError
+from slidemil.core.errors import SlideError
+from slidemil.extract.slide import PatchReadError, open_slide, read_patch
 
 SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
 PYRAMID = "wsi-derived-cmu1/CMU-1-Small-Region.pyramid.tiff"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from extract.store import FeatureStoreWriter, SlideLock, chunk_rows, open_features
-from pipeline.errors import StoreError
+from slidemil.core.errors import StoreError
+from slidemil.extract.store import FeatureStoreWriter, SlideLock, chunk_rows, open_features
 
 
 def _write(root, slide_id, n, d=64, dtype=np.float32, attrs=None):

@@ -9,10 +9,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from extract.slide import open_slide
-from extract.tiles import open_tiles
-from pipeline.errors import ParamsError
-from pipeline.stages import tile
+from slidemil.core.errors import ParamsError
+from slidemil.extract.slide import open_slide
+from slidemil.extract.tiles import open_tiles
+from slidemil.pipeline.stages import tile
 
 REAL = {
     "svs": "wsi-aperio-svs/CMU-1-Small-Region.svs",
@@ -84,7 +84,7 @@ def test_tiles_store_contract(real_run, real_data):
     qc = Image.open(tmp / "tiles" / "qc" / "svs.png")
     assert max(qc.size) > 500
     with open_slide(attrs["slide_path"]) as slide:  # the extractor's view: patches read from the attrs
-        from extract.slide import read_patch
+        from slidemil.extract.slide import read_patch
 
         patch = read_patch(slide, *coords[0], attrs["level"], attrs["read_size"], attrs["patch_size"])
     assert patch.shape == (512, 512, 3) and patch.mean() < 235  # tissue, not glass

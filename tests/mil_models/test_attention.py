@@ -2,8 +2,8 @@
 
 import torch
 
-from mil_models import create_mil_model, pad_bags
-from mil_models.attention import MaskedSelfAttention, newton_schulz_pinv
+from slidemil.mil_models import create_mil_model, pad_bags
+from slidemil.mil_models.attention import MaskedSelfAttention, newton_schulz_pinv
 
 
 def test_newton_schulz_matches_the_pseudo_inverse_of_a_softmax_kernel():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mil_models import pad_bags
+from slidemil.mil_models import pad_bags
 
 
 def test_pads_with_zeros_and_masks_real_instances():

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mil_models import create_mil_model
-from mil_models.clam import smooth_top1_svm_loss
+from slidemil.mil_models import create_mil_model
+from slidemil.mil_models.clam import smooth_top1_svm_loss
 
 
 def test_smooth_svm_matches_its_formula():

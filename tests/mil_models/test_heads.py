@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mil_models import create_mil_model, list_mil_models, pad_bags
+from slidemil.mil_models import create_mil_model, list_mil_models, pad_bags
 
 IN_DIM, N_CLASSES = 24, 3
 ORDER_DEPENDENT = {"transmil"}  # PPEG reads instance order (Shao et al. 2021)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from mil_models import create_mil_model, list_mil_models, pad_bags
-from mil_models.synthetic import PlantedBags, planted_signal_bags
+from slidemil.mil_models import create_mil_model, list_mil_models, pad_bags
+from slidemil.mil_models.synthetic import PlantedBags, planted_signal_bags
 
 N_TRAIN, N_TEST, EPOCHS, BATCH = 100, 60, 5, 10
 BAG_WEIGHT = 0.7  # CLAM's default mix of bag loss and instance (aux) loss

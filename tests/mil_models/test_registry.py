@@ -2,8 +2,8 @@
 
 import pytest
 
-from mil_models import create_mil_model, list_mil_models
-from pipeline.errors import ParamsError
+from slidemil.core.errors import ParamsError
+from slidemil.mil_models import create_mil_model, list_mil_models
 
 
 def test_list_is_sorted_and_creates_every_head():

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.compare import auroc_replicates, holm_adjust, paired_bootstrap_auroc, percentile_interval_and_p
-from pipeline.metrics import classification_metrics
+from slidemil.pipeline.compare import (
+    auroc_replicates,
+    holm_adjust,
+    paired_bootstrap_auroc,
+    percentile_interval_and_p,
+)
+from slidemil.pipeline.metrics import classification_metrics
 
 
 def _method(y, n_classes, signal, rng):

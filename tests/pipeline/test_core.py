@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipeline.atomic import atomic_path, write_json
-from pipeline.registry import Registry
+from slidemil.core.atomic import atomic_path, write_json
+from slidemil.core.registry import Registry
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):
@@ -49,7 +49,7 @@ def test_atomic_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
 
 
 def test_unknown_plugin_is_a_user_error_and_a_key_error():
-    from pipeline.errors import SlidemilError
+    from slidemil.core.errors import SlidemilError
 
     reg: Registry = Registry("encoder")
     with pytest.raises(SlidemilError) as info:

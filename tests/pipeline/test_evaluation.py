@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipeline.evaluation import finish_method, pooled_by_slide, predictions_table, roc_table
-from pipeline.figures import SlideView, attention_heatmap, confusion_figure, roc_figure
+from slidemil.pipeline.evaluation import finish_method, pooled_by_slide, predictions_table, roc_table
+from slidemil.pipeline.figures import SlideView, attention_heatmap, confusion_figure, roc_figure
 
 CLASSES = ("benign", "tumor")
 

@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pipeline.metrics import (
+from slidemil.pipeline.metrics import (
     OneClassWarning,
     bootstrap_ci,
     classification_metrics,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.errors import ParamsError
-from pipeline.params import apply_override, load_params, stage_params
+from slidemil.core.errors import ParamsError
+from slidemil.core.params import apply_override, load_params, stage_params
 
 DEFAULTS = {"target_mpp": 0.5, "patch_size": 512, "pen_filter": True, "name": "x", "tissue": {"mask_mpp": 8.0}, "ks": [1, 5]}
 
@@ -72,7 +72,7 @@ def test_empty_mapping_default_is_free_form():
 
 
 def test_cli_rejects_a_typo_in_a_later_stage_before_any_work(tmp_path, monkeypatch, caplog):
-    from pipeline.cli import main
+    from slidemil.pipeline.cli import main
 
     (tmp_path / "params.yaml").write_text("cohort: missing.csv\n")
     monkeypatch.chdir(tmp_path)

@@ -16,7 +16,13 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.probes import create_probe, list_probes, pool_bag, predict_proba_all, select_on_validation
+from slidemil.pipeline.probes import (
+    create_probe,
+    list_probes,
+    pool_bag,
+    predict_proba_all,
+    select_on_validation,
+)
 
 
 def _clusters(n_per_class=15, n_classes=3, dim=16, spread=0.3, seed=0):
@@ -159,8 +165,8 @@ def _empty_mlflow_db() -> Path:
 
 def write_project(root, encoder_id="conch_v1", weights="synthetic:1", n_slides=18, dim=8, seed=0):
     """A project folder: params.yaml, a feature store (planted per-class means), a 3-fold splits file."""
-    from extract.store import FeatureStoreWriter
-    from splits.io import build_splits, write_splits
+    from slidemil.extract.store import FeatureStoreWriter
+    from slidemil.splits.io import build_splits, write_splits
 
     rng = np.random.default_rng(seed)
     classes = ("benign", "tumor")
@@ -205,9 +211,9 @@ def run_stage(name, overrides=(), **options):
     import argparse
     import importlib
 
-    from pipeline.params import load_params
+    from slidemil.core.params import load_params
 
-    module = importlib.import_module(f"pipeline.stages.{name}")
+    module = importlib.import_module(f"slidemil.pipeline.stages.{name}")
     return module.run(load_params("params.yaml", list(overrides)), argparse.Namespace(**options))
 
 
@@ -232,9 +238,9 @@ def test_probe_stage_writes_method_files_and_runs(project):
 
 
 def test_probe_stage_one_probe_mean_max_pooling_and_matches_direct_fit(project):
-    from extract.store import open_features
-    from pipeline.errors import ParamsError
-    from splits.io import load_splits
+    from slidemil.core.errors import ParamsError
+    from slidemil.extract.store import open_features
+    from slidemil.splits.io import load_splits
 
     assert run_stage("probe", ["probe.pooling=mean+max"], probe="prototype") == 0
     assert not (project / "metrics/probe@linear.json").exists()
@@ -254,7 +260,7 @@ def test_probe_stage_one_probe_mean_max_pooling_and_matches_direct_fit(project):
 
 
 def test_fit_probe_tunes_only_with_a_grid_and_validation_slides():
-    from pipeline.probes import fit_probe
+    from slidemil.pipeline.probes import fit_probe
 
     x, y = _noisy(n=50)
     model, chosen = fit_probe(create_probe("linear"), x[:30], y[:30], x[30:], y[30:], search=("C", [0.01, 1.0]))

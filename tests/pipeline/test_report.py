@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.compare import holm_adjust
-from pipeline.errors import SlidemilError
-from pipeline.evaluation import finish_method, fold_test_metrics, predictions_table
-from pipeline.report import (
+from slidemil.core.errors import SlidemilError
+from slidemil.pipeline.compare import holm_adjust
+from slidemil.pipeline.evaluation import finish_method, fold_test_metrics, predictions_table
+from slidemil.pipeline.report import (
     SYNTHETIC_BANNER,
     best_method,
     compare_to_best,
@@ -142,7 +142,7 @@ def test_no_method_is_an_error_and_writes_nothing(project, helpers, stale):
     """`slidemil report` without metrics of the current params: exit 2, no report, no MLflow run."""
     from mlflow import MlflowClient
 
-    from pipeline.cli import main
+    from slidemil.pipeline.cli import main
 
     for path in (project / "metrics").glob("*@*.json"):
         path.unlink()

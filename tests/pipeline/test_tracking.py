@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.tracking import flatten, parent_run, provenance_tags, repo_root, tracking_uri
+from slidemil.pipeline.tracking import flatten, parent_run, provenance_tags, repo_root, tracking_uri
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_parent_failure_is_marked(project):
 
 
 def test_repo_root_of_a_temporary_dvc_experiment_is_the_original_repo(tmp_path, monkeypatch):
-    from pipeline.tracking import repo_root, tracking_uri
+    from slidemil.pipeline.tracking import repo_root, tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text("{}")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from extract.store import FeatureStoreWriter
-from mil_models.synthetic import planted_signal_bags
-from pipeline.errors import LeakageError
-from pipeline.stages import train as stage
-from pipeline.tracking import tracking_uri
-from splits.io import write_splits
+from slidemil.core.errors import LeakageError
+from slidemil.extract.store import FeatureStoreWriter
+from slidemil.mil_models.synthetic import planted_signal_bags
+from slidemil.pipeline.stages import train as stage
+from slidemil.pipeline.tracking import tracking_uri
+from slidemil.splits.io import write_splits
 
 DIM = 16
 N_SLIDES = 12
@@ -160,7 +160,7 @@ def test_leakage_stops_before_training(project, real_data):
 
 
 def test_heatmaps_only_for_informative_attention():
-    from pipeline.figures import is_informative
+    from slidemil.pipeline.figures import is_informative
 
     assert is_informative(np.array([0.1, 0.7, 0.2]))
     assert is_informative(np.array([0.0, 0.0, 1.0]))  # max_mlp-style shares: one instance holds every maximum

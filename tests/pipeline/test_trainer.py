@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from mil_models import create_mil_model
-from mil_models.synthetic import planted_signal_bags
-from pipeline.trainer import (
+from slidemil.mil_models import create_mil_model
+from slidemil.mil_models.synthetic import planted_signal_bags
+from slidemil.pipeline.trainer import (
     Bag,
     NonFiniteLossError,
     TrainConfig,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.errors import ParamsError
-from pipeline.zeroshot import (
+from slidemil.core.errors import ParamsError
+from slidemil.pipeline.zeroshot import (
     TOKENIZER_SHA256,
     Prompts,
     class_text_embeddings,
@@ -173,9 +173,9 @@ class _StubConch(torch.nn.Module):
 
 
 def test_stage_runs_mizero_per_k_on_each_fold(project, helpers, monkeypatch):
-    import extract.conch
-    import extract.encoders
-    import pipeline.zeroshot
+    import slidemil.extract.conch
+    import slidemil.extract.encoders
+    import slidemil.pipeline.zeroshot
 
     helpers.write_project(project)
     (project / "prompts").mkdir()
@@ -184,10 +184,10 @@ def test_stage_runs_mizero_per_k_on_each_fold(project, helpers, monkeypatch):
         "templates: ['CLASSNAME.', 'an image of CLASSNAME.']\n"
     )
     stub = _StubConch()
-    monkeypatch.setattr(pipeline.zeroshot, "resolve_tokenizer", lambda param, environ=None: Path("tok.json"))
-    monkeypatch.setattr(extract.conch, "tokenize",
+    monkeypatch.setattr(slidemil.pipeline.zeroshot, "resolve_tokenizer", lambda param, environ=None: Path("tok.json"))
+    monkeypatch.setattr(slidemil.extract.conch, "tokenize",
                         lambda texts, f: torch.tensor([[int("tumo" in t)] + [0] * 127 for t in texts]))
-    monkeypatch.setattr(extract.encoders, "create_encoder", lambda name, checkpoint=None, device="cpu":
+    monkeypatch.setattr(slidemil.extract.encoders, "create_encoder", lambda name, checkpoint=None, device="cpu":
                         type("E", (), {"weights_sha256": checkpoint, "model": stub})())
     assert helpers.run_stage("zeroshot") == 0
     out = json.loads((project / "metrics/zeroshot.json").read_text())
@@ -197,7 +197,7 @@ def test_stage_runs_mizero_per_k_on_each_fold(project, helpers, monkeypatch):
         assert metrics["test/auroc_mean"] == out[f"top{k}"]["test/auroc_mean"] > 0.9
         assert metrics["test/n_usable_folds"] == 3
     # one slide by hand: top-2 of each class over its patches, softmax(score · e^1.5)
-    from extract.store import open_features
+    from slidemil.extract.store import open_features
 
     feats = open_features("data/features/conch_v1.zarr").load("s03")[0]
     unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from pipeline.errors import CohortError
-from splits.cohort import load_cohort
+from slidemil.core.errors import CohortError
+from slidemil.splits.cohort import load_cohort
 
 
 def test_ids_are_text_leading_zeros_and_na_kept(write_cohort):
@@ -38,7 +38,7 @@ def test_one_file_under_two_patients_is_rejected(write_cohort):
 
 def test_one_file_twice_for_one_patient_is_reported(write_cohort, caplog):
     text = "slide_id,path,patient_id\ns1,a.svs,p1\ns2,a.svs,p1\ns3,b.svs,p2\n"
-    with caplog.at_level(logging.WARNING, logger="splits.cohort"):
+    with caplog.at_level(logging.WARNING, logger="slidemil.splits.cohort"):
         table = load_cohort(write_cohort(text))
     assert len(table) == 3
     assert "listed more than once" in caplog.text and "line 3 ('s2'" in caplog.text

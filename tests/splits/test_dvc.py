@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The split stage through the real CLI entry point, limited to that stage so this test does not depend on
 # the other stage modules importing (same as `slidemil split` / `python -m pipeline.cli split`).
 SPLIT_CMD = (f"{sys.executable} -c \"import sys, pipeline.cli as c; "
-             "c.STAGES = {'split': 'pipeline.stages.split'}; sys.exit(c.main(['split']))\"")
+             "c.STAGES = {'split': 'slidemil.pipeline.stages.split'}; sys.exit(c.main(['split']))\"")
 
 
 def run(args: list[str], cwd: Path) -> str:

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.errors import LeakageError, StoreError
-from splits.guard import check_splits
-from splits.io import build_splits, load_splits, write_splits
-from splits.strategies import SplitConfig, make_folds
+from slidemil.core.errors import LeakageError, StoreError
+from slidemil.splits.guard import check_splits
+from slidemil.splits.io import build_splits, load_splits, write_splits
+from slidemil.splits.strategies import SplitConfig, make_folds
 
 
 @pytest.fixture

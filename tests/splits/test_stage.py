@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import cli
-from splits.guard import check_splits
-from splits.io import load_splits
+from slidemil.pipeline import cli
+from slidemil.splits.guard import check_splits
+from slidemil.splits.io import load_splits
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.errors import CohortError
-from splits.strategies import SplitConfig, make_folds
+from slidemil.core.errors import CohortError
+from slidemil.splits.strategies import SplitConfig, make_folds
 
 
 def slides_of(rows) -> pd.DataFrame:

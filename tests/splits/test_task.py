@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import ParamsError
-from splits.task import load_task
+from slidemil.core.errors import ParamsError
+from slidemil.splits.task import load_task
 
 
 def test_defaults_and_class_resolution():

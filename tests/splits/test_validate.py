@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.errors import CohortError
-from splits.cohort import load_cohort
-from splits.task import Task
-from splits.validate import check_fold_feasibility, feature_exclusions, label_cohort
+from slidemil.core.errors import CohortError
+from slidemil.splits.cohort import load_cohort
+from slidemil.splits.task import Task
+from slidemil.splits.validate import check_fold_feasibility, feature_exclusions, label_cohort
 
 CONFLICT = """slide_id,path,patient_id,label
 p1-DX1,a,p1,luad
@@ -89,9 +89,9 @@ def test_feasibility_lists_each_class_and_largest_k():
 def test_a_label_column_with_one_class_is_rejected_when_classes_are_inferred():
     import pandas as pd
 
-    from pipeline.errors import CohortError
-    from splits.task import Task
-    from splits.validate import label_cohort
+    from slidemil.core.errors import CohortError
+    from slidemil.splits.task import Task
+    from slidemil.splits.validate import label_cohort
 
     cohort = pd.DataFrame({"row": [2, 3, 4], "slide_id": ["a", "b", "c"], "patient_id": ["p1", "p2", "p3"],
                            "label": ["tumour", "tumour", ""]})
@@ -100,7 +100,7 @@ def test_a_label_column_with_one_class_is_rejected_when_classes_are_inferred():
 
 
 def test_a_class_named_by_task_but_absent_from_the_cohort_is_named():
-    from splits.validate import check_fold_feasibility
+    from slidemil.splits.validate import check_fold_feasibility
 
     slides = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "label": ["dense"] * 3})
     with pytest.raises(CohortError, match=r"no labelled slide of class 'sparse' although task.classes names it"):

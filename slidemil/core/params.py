@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ParamsError
+from slidemil.core.errors import ParamsError
 
 TOP_LEVEL_KEYS = ("cohort", "task", "tile", "extract", "split", "train", "probe", "zeroshot", "report", "mlflow")
 

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from pipeline.errors import UnknownPluginError
+from slidemil.core.errors import UnknownPluginError
 
 T = TypeVar("T")
 
