@@ -1,8 +1,12 @@
-"""Loading ``params.yaml``, applying ``--set dotted.key=value`` overrides, validating a stage section.
+"""Loading ``params.yaml``, applying ``--set dotted.key=value`` overrides, validating a params section.
 
-Each stage module declares its defaults as a nested ``DEFAULTS`` dict; ``stage_params`` merges the
-user's section onto them and rejects unknown (misspelled) keys and values of the wrong type before any
-heavy work starts.
+Each params section is declared once, as a pydantic model deriving from :class:`Section` (``extra="forbid"``,
+ranges and enums in the field types, a ``description`` per field that ``--help`` prints).
+:func:`read_section` validates the user's section against it and turns pydantic's errors into one
+:class:`ParamsError` naming the dotted key (``train.epocs``) and the closest known key. Whole-number floats
+are accepted for integers (``dvc exp run -S train.epochs=3.0``); booleans must be true/false.
+
+``stage_params`` (defaults given as a nested dict) is the older form, kept while sections move to models.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slidemil.core.errors import ParamsError
 
@@ -120,3 +125,101 @@ def _check_type(dotted: str, default: Any, value: Any) -> Any:
 def _did_you_mean(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+# --- pydantic sections -------------------------------------------------------------------------------
+
+S = TypeVar("S", bound="Section")
+
+
+class Section(BaseModel):
+    """Base of every params section model: unknown keys are errors, values are validated on assignment.
+
+    Integers accept whole-number floats (``3.0``), as pydantic's lax mode does, but not ``3.5``; write
+    booleans as ``StrictBool`` fields so ``"yes"`` or ``1`` is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def read_section(params: dict[str, Any], name: str, model: type[S]) -> S:
+    """Validate ``params[name]`` (absent or empty → all defaults) against ``model``.
+
+    Raises:
+        ParamsError: one line per problem, each naming the dotted key (``train.epochs``), what it must be
+            and the value given; a misspelled key names the closest known key.
+    """
+    raw = params.get(name)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params section {name!r} must be a mapping, got {raw!r}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(validation_message(name, model, exc)) from None
+
+
+def validation_message(name: str, model: type[BaseModel], exc: ValidationError) -> str:
+    """Readable text of a pydantic ``ValidationError`` on section ``name``: one ``;``-joined clause per key.
+
+    The alternatives of a union (``int | "auto"``) are joined with "or" under the one key they concern.
+    """
+    clauses: dict[str, list[str]] = {}
+    given: dict[str, Any] = {}
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        if error["type"] == "extra_forbidden":
+            dotted = ".".join([name, *loc])
+            known = _fields_at(model, loc[:-1])
+            clauses.setdefault(f"unknown params key {dotted!r}{_did_you_mean(loc[-1], known)}", [])
+            continue
+        dotted = ".".join([name, *_field_path(model, loc)])
+        msg = error["msg"][0].lower() + error["msg"][1:]
+        clauses.setdefault(f"params key {dotted!r}", []).append(msg.removeprefix("input should be "))
+        given[f"params key {dotted!r}"] = error.get("input")
+    parts = []
+    for head, msgs in clauses.items():
+        if not msgs:
+            parts.append(head)
+        else:
+            parts.append(f"{head} must be {' or '.join(dict.fromkeys(msgs))}, got {given[head]!r}")
+    return "; ".join(parts)
+
+
+def _field_path(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The part of an error location that names fields (nested models walked), union member tags dropped."""
+    path: list[str] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None or part not in current.model_fields:
+            break
+        path.append(part)
+        annotation = current.model_fields[part].annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return path or loc[:1]
+
+
+def section_defaults(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, description)`` of every field of ``model``, nested models flattened (for --help)."""
+    rows: list[tuple[str, Any, str]] = []
+    for key, field in model.model_fields.items():
+        dotted = f"{prefix}{key}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(section_defaults(annotation, dotted + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((dotted, default, field.description or ""))
+    return rows
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the (nested) model reached by ``loc``; empty if ``loc`` leaves the models."""
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

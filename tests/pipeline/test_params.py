@@ -79,3 +79,61 @@ def test_cli_rejects_a_typo_in_a_later_stage_before_any_work(tmp_path, monkeypat
     assert main(["tile", "--set", "train.epocs=3"]) == 2
     assert "did you mean 'epochs'" in caplog.text
     assert not (tmp_path / "data").exists()  # nothing was tiled
+
+
+# --- pydantic sections ---------------------------------------------------------------------------
+
+def _models():
+    from typing import Literal
+
+    from pydantic import Field, StrictBool
+
+    from slidemil.core.params import Section
+
+    class Tissue(Section):
+        mask_mpp: float = Field(8.0, gt=0, description="µm/px of the tissue mask")
+
+    class Tile(Section):
+        target_mpp: float = Field(0.5, gt=0, description="µm/px of the patches")
+        patch_size: int = Field(512, ge=16)
+        pen_filter: StrictBool = True
+        batch_size: int | Literal["auto"] = "auto"
+        tissue: Tissue = Field(default_factory=Tissue)
+
+    return Tile
+
+
+def test_read_section_validates_and_fills_defaults():
+    from slidemil.core.params import read_section
+
+    tile = read_section({"tile": {"patch_size": 256.0, "tissue": {"mask_mpp": 4}}}, "tile", _models())
+    assert tile.patch_size == 256 and isinstance(tile.patch_size, int)  # dvc exp run -S writes 256.0
+    assert tile.tissue.mask_mpp == 4.0 and tile.target_mpp == 0.5 and tile.batch_size == "auto"
+    assert read_section({}, "tile", _models()).patch_size == 512
+
+
+@pytest.mark.parametrize(
+    "section,match",
+    [
+        ({"patch_sise": 256}, r"unknown params key 'tile\.patch_sise'; did you mean 'patch_size'"),
+        ({"tissue": {"mask_mp": 4}}, r"'tile\.tissue\.mask_mp'; did you mean 'mask_mpp'"),
+        ({"patch_size": 256.5}, r"'tile\.patch_size'.*256\.5"),
+        ({"patch_size": 8}, r"'tile\.patch_size'.*greater than or equal to 16"),
+        ({"pen_filter": "yes"}, r"'tile\.pen_filter'.*'yes'"),
+        ({"batch_size": "big"}, r"'tile\.batch_size'"),
+        ({"target_mpp": -1}, r"'tile\.target_mpp'.*greater than 0"),
+    ],
+)
+def test_read_section_errors_name_the_dotted_key(section, match):
+    from slidemil.core.params import read_section
+
+    with pytest.raises(ParamsError, match=match):
+        read_section({"tile": section}, "tile", _models())
+
+
+def test_section_defaults_flatten_nested_models_for_help():
+    from slidemil.core.params import section_defaults
+
+    rows = {key: (default, text) for key, default, text in section_defaults(_models())}
+    assert rows["tissue.mask_mpp"] == (8.0, "µm/px of the tissue mask")
+    assert rows["patch_size"][0] == 512
