@@ -136,13 +136,14 @@ class Run:
     """One MLflow run addressed by ID; metrics are buffered and sent in batches.
 
     Attributes:
-        run_id: the MLflow run ID.
+        run_id: the MLflow run ID; tracking: the store's URI.
         seconds: wall seconds spent in MLflow calls through this object (and its children).
     """
 
-    def __init__(self, client, run_id: str, clock: list[float]) -> None:
+    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "") -> None:
         self.client = client
         self.run_id = run_id
+        self.tracking = tracking  # the store's URI (for mlflow.pytorch.log_model)
         self._clock = clock  # shared by a parent and its children: [seconds]
         self._buffer: list = []
 
@@ -259,9 +260,8 @@ class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
     def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str) -> None:
-        super().__init__(client, run_id, clock)
+        super().__init__(client, run_id, clock, tracking)
         self.experiment_id = experiment_id
-        self.tracking = tracking
 
     @contextmanager
     def fold_run(self, fold: int, repeat: int = 0, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
@@ -273,7 +273,7 @@ class ParentRun(Run):
         name = f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
         with self._timed():
             info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
-        child = Run(self.client, info.run_id, self._clock)
+        child = Run(self.client, info.run_id, self._clock, self.tracking)
         with _terminate_on_exit(child):
             yield child
 

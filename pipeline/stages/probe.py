@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
+    from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import features_path, load_method_data
     from slidemil.pipeline.probes import (
         POOLINGS,
@@ -52,7 +53,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         pool_bag,
         predict_proba_all,
     )
-    from slidemil.pipeline.probes.evaluate import evaluate_folds
+    from slidemil.pipeline.task_kinds import create_task_kind
     from slidemil.splits.task import load_task
 
     section = stage_params(params, "probe", DEFAULTS)
@@ -81,16 +82,18 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     }
 
     search = {"linear": ("C", c_grid)}  # hyper-parameter chosen on each fold's validation slides
+    kind = create_task_kind(task, data)
     failed = []
     for name in names:
         estimator = create_probe(name, **hyper.get(name, {}))
 
-        def predict(fold: dict[str, Any], estimator=estimator, name=name):
+        def fit_predict(fold: dict[str, Any], child, estimator=estimator, name=name) -> FoldResult:
             train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
             model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
-            return predict_proba_all(model, test[0], n_classes), chosen
+            return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
 
-        summary = evaluate_folds("probe", name, data, predict, params, section, ordered=task.ordered,
+        tracking = tracking_for(params, data, {"probe": section, "method": f"probe@{name}"})
+        summary = cross_validate("probe", name, data, fit_predict, kind=kind, tracking=tracking,
                                  n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
         if not summary.get("test/n_usable_folds"):
             failed.append(name)
@@ -101,9 +104,16 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
-    """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D'])."""
+    """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D']).
+
+    Raises:
+        ValueError: a slide's embedding holds NaN/inf (names the slides; fails the fold).
+    """
     import numpy as np
 
     dim = len(next(iter(embeddings.values())))
     x = np.stack([embeddings[s] for s in slide_ids]) if slide_ids else np.zeros((0, dim))
+    bad = [s for s, row in zip(slide_ids, x, strict=True) if not np.isfinite(row).all()]
+    if bad:
+        raise ValueError(f"non-finite pooled features for slides {bad}; check their features for NaN/inf")
     return x, np.array([labels[s] for s in slide_ids], dtype=int)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
              data.store.encoder_id, len(data.splits["folds"]), heads, device)
     status = 0
     for head in heads:
-        summary = _train_head(head, head_kwargs.get(head) or {}, section, params, data, bags, coords, task.ordered,
-                              device)
+        job = HeadRun(head, head_kwargs.get(head) or {}, section, data, bags, coords, device)
+        summary = _train_head(job, params, task)
         if not summary.get("test/n_usable_folds"):
             log.error("train@%s: no usable fold (see metrics/train@%s.json `folds` for the reasons)", head, head)
             status = 1
@@ -122,70 +122,58 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
     return bags, coords
 
 
-def _train_head(head, kwargs, section, params, data, bags, coords, ordered, device) -> dict[str, float]:
-    import pandas as pd
+@dataclass
+class HeadRun:
+    """What every fold of one head's cross-validation shares.
 
-    from slidemil.core.errors import SlidemilError
-    from slidemil.pipeline.evaluation import finish_method, output_paths, pooled_by_slide
-    from slidemil.pipeline.figures import confusion_figure, roc_figure
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run
+    Attributes:
+        head, kwargs: registered MIL head and its options; section: the validated ``train:`` section;
+        data: splits + feature store; bags, coords: every split slide's bag (features ``[N, D]``) and
+        level-0 patch coordinates ``[N, 2]``; device: torch device.
+    """
 
-    start = time.perf_counter()
-    mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    experiment = mlflow_section["experiment"] or data.splits["label"]
-    logged = {"task": params.get("task") or {}, "train": {**section, "head_kwargs": kwargs}, "head": head,
-              "features": str(data.store.path), "method": f"train@{head}"}
-    tables: list[pd.DataFrame] = []
-    fold_metrics: list[dict[str, Any]] = []
-    with parent_run("train", head, logged, data.tags, experiment, mlflow_section["tracking_uri"]) as parent:
-        for fold in data.splits["folds"]:
-            k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
-            record: dict[str, Any] = {"fold": k, "repeat": repeat}
-            try:
-                with parent.fold_run(k, repeat) as child:
-                    table, metrics = _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device,
-                                                 child, parent.tracking)
-            except (SlidemilError, ValueError, RuntimeError) as exc:
-                log.warning("train@%s fold %d (repeat %d) FAILED: %s", head, k, repeat, exc)
-                fold_metrics.append({**record, "status": "failed", "reason": str(exc)})
-                continue
-            tables.append(table)
-            fold_metrics.append({**record, "status": "ok", **metrics})
-        predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        summary = finish_method("train", head, predictions, data.classes, fold_metrics, ordered,
-                                section["n_bootstrap"], section["seed"])
-        parent.log_metrics(summary)
-        if tables:
-            parent.log_artifact(output_paths("train", head)["predictions"])
-            y, proba = pooled_by_slide(predictions, data.classes)
-            parent.log_figure(roc_figure(y, proba, data.classes, f"train@{head}: out-of-fold ROC"), "figures/roc.png")
-            parent.log_figure(confusion_figure(y, proba.argmax(1), data.classes, f"train@{head}"),
-                              "figures/confusion.png")
-        wall = time.perf_counter() - start
-        parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
-    log.info("train@%s: test AUROC %.3f ± %.3f over %d usable folds (%d failed); %.1f s, MLflow %.1f%%", head,
-             summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_std", float("nan")),
-             summary.get("test/n_usable_folds", 0), summary["n_failed_folds"], wall, 100 * parent.seconds / wall)
-    return summary
+    head: str
+    kwargs: dict[str, Any]
+    section: dict[str, Any]
+    data: Any  # pipeline.data.MethodData
+    bags: dict[str, Any]
+    coords: dict[str, Any]
+    device: str
 
 
-def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device, child, tracking):
-    """Train, score and log one fold; returns its predictions table and ``val/*`` + ``test/*`` metrics."""
+def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
+    from slidemil.pipeline.crossval import cross_validate, tracking_for
+    from slidemil.pipeline.task_kinds import create_task_kind
+
+    logged = {"train": {**job.section, "head_kwargs": job.kwargs}, "head": job.head,
+              "features": str(job.data.store.path), "method": f"train@{job.head}"}
+    return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
+                          kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
+                          n_bootstrap=job.section["n_bootstrap"], seed=job.section["seed"], fold_figures=True)
+
+
+def _train_fold(job: HeadRun, fold: dict[str, Any], child):
+    """Train and score one fold, log its curves, best epoch, weights, heatmaps and model on ``child``.
+
+    Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
+    metrics/train@<head>.json), ``best_epoch`` and ``epochs_run``.
+    """
     import torch
 
     from slidemil.core.atomic import atomic_path
     from slidemil.mil_models import create_mil_model
-    from slidemil.pipeline.evaluation import fold_test_metrics, predictions_table
-    from slidemil.pipeline.figures import confusion_figure, is_informative, roc_figure
+    from slidemil.pipeline.crossval import FoldResult
+    from slidemil.pipeline.figures import is_informative
     from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
 
+    section, data, bags, device = job.section, job.data, job.bags, job.device
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
         "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
         "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
 
     def build():
-        return create_mil_model(head, in_dim=in_dim, n_classes=n_classes, **kwargs)
+        return create_mil_model(job.head, in_dim=in_dim, n_classes=n_classes, **job.kwargs)
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
@@ -194,31 +182,27 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
                         callbacks=[log_epoch])
     test = list(fold["test"])
     pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
-    metrics = fold_test_metrics(pred.y_true, pred.proba, ordered)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     # the best epoch's val/* values are already points of the per-epoch curves: logged again under
     # best/val_<metric>, not as val/<metric> (which would add a stray point to the curves)
-    child.log_metrics({**metrics, **extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
+    child.log_metrics({**extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
     k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
-    with atomic_path(Path(section["models"]) / head / f"{name}.pt") as tmp:
-        torch.save({"head": head, "head_kwargs": kwargs, "in_dim": in_dim, "classes": data.classes,
+    with atomic_path(Path(section["models"]) / job.head / f"{name}.pt") as tmp:
+        torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
-    title = f"{head} {name}"
-    child.log_figure(roc_figure(pred.y_true, pred.proba, data.classes, f"{title}: test ROC"), "figures/roc.png")
-    child.log_figure(confusion_figure(pred.y_true, pred.proba.argmax(1), data.classes, title),
-                     "figures/confusion.png")
     for i in range(min(section["n_heatmaps"], len(test))):
         if not is_informative(pred.attention[i]):
-            log.debug("%s: no attention heatmap of %s (the head gives no or uniform attention)", title, test[i])
+            log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
+                      test[i])
             continue
-        _log_heatmap(child, data.store, test[i], coords[test[i]], pred.attention[i], data.classes[pred.y_true[i]])
+        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
+                     data.classes[pred.y_true[i]])
     if section["log_model"]:
-        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, tracking)
-    table = predictions_table(test, [data.patients[s] for s in test], pred.y_true, pred.proba, data.classes, k, repeat)
-    return table, {**metrics, **best, **extra}  # metrics/train@<head>.json keeps val/* per fold
+        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
+    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra})
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:

@@ -83,13 +83,16 @@ def _skip_reason(section: dict[str, Any]) -> str:
 
 
 def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) -> dict[str, dict[str, float]]:
+    from dataclasses import replace
+
     import numpy as np
     import torch
 
     from slidemil.extract.conch import tokenize
     from slidemil.extract.encoders import create_encoder
+    from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import load_method_data
-    from slidemil.pipeline.probes.evaluate import evaluate_folds
+    from slidemil.pipeline.task_kinds import create_task_kind
     from slidemil.pipeline.zeroshot import (
         class_text_embeddings,
         load_prompts,
@@ -131,13 +134,17 @@ def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) 
     log.info("scoring %d slides with MI-Zero top-k %s", len(tested), topk)
     scores = {sid: slide_scores(data.store.load(sid)[0], proj, text_weights, topk) for sid in tested}
 
+    kind = create_task_kind(task, data)
+    tracking = tracking_for(params, data, {"zeroshot": section})
     summaries: dict[str, dict[str, float]] = {}
     for k in topk:
-        def predict(fold: dict[str, Any], k=k):
+        def predict(fold: dict[str, Any], child, k=k) -> FoldResult:
             matrix = np.stack([scores[sid][k] for sid in fold["test"]])  # (n_test, C)
-            return scores_to_proba(matrix, logit_scale), {}
+            y = np.array([data.labels[sid] for sid in fold["test"]], dtype=int)
+            return FoldResult(fold["test"], y, scores_to_proba(matrix, logit_scale))
 
-        summary = evaluate_folds("zeroshot", f"top{k}", data, predict, params, section, ordered=task.ordered,
+        method_tracking = replace(tracking, params={**tracking.params, "method": f"zeroshot@top{k}"})
+        summary = cross_validate("zeroshot", f"top{k}", data, predict, kind=kind, tracking=method_tracking,
                                  n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
         summaries[f"top{k}"] = {key: v for key, v in summary.items() if key.startswith("test/")}
     return summaries
