@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
 ui: $(STAMP)
+	@echo "Open the experiment, then the link at the top of its description (runs view with test AUROC and CI)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 bench: $(STAMP)

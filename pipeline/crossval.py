@@ -46,6 +46,8 @@ class FoldResult:
             run's params and stored in the fold's record before its metrics.
         info: further per-fold values stored after the metrics (e.g. ``val/*`` of the best epoch,
             ``best_epoch``); ``fold_fn`` logs to the child run what it wants of them.
+        model_id: the MLflow LoggedModel ``fold_fn`` logged (:meth:`Run.log_model`), if any: the fold's test
+            metrics are linked to it.
     """
 
     slide_ids: Sequence[str]
@@ -53,6 +55,7 @@ class FoldResult:
     outputs: np.ndarray
     chosen: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    model_id: str | None = None
 
 
 #: fold_fn(fold, child_run) → FoldResult; ``fold`` is one entry of splits["folds"] (train/val/test slide IDs)
@@ -65,12 +68,15 @@ class Tracking:
 
     Attributes:
         experiment: MLflow experiment name; tracking_uri: store (empty → default, see
-        :func:`slidemil.pipeline.tracking.tracking_uri`); params: logged once on the parent (nested, flattened).
+        :func:`slidemil.pipeline.tracking.tracking_uri`); params: the method's own params, logged on the
+        parent and on each fold run (nested, flattened); shown: ``{flattened key: label}`` of the params the
+        parent run's name shows (:func:`slidemil.pipeline.tracking.run_label`).
     """
 
     experiment: str
     tracking_uri: str
     params: Mapping[str, Any]
+    shown: Mapping[str, str] = field(default_factory=dict)
 
 
 def cross_validate(
@@ -95,33 +101,42 @@ def cross_validate(
         out-of-fold predictions (0: none); fold_figures: also log each fold's figures on its child run.
 
     Returns:
-        the flat summary written to ``metrics/<stage>@<method>.json`` (also logged on the parent run).
+        the flat summary (``test/<metric>_mean|_std|_ci_low|_ci_high``, …) written to
+        ``predictions/<stage>@<method>.details.json``; the parent run logs the headline metrics' part of it.
+
+    MLflow: the parent run is named by :func:`~slidemil.pipeline.tracking.run_label`, each child
+    ``<method> fold-<k>`` with the method's params; both record the feature store and splits as datasets;
+    the experiment gets the runs view of the kind's headline metrics (:func:`~slidemil.pipeline.tracking.runs_view`).
 
     A failed fold is recorded and the others go on (module docstring); other exceptions end the parent run
     FAILED and propagate.
     """
-    from slidemil.pipeline.tracking import parent_run
+    from slidemil.pipeline.tracking import fold_name, parent_run, run_label, runs_view
 
     start = time.perf_counter()
     title = f"{stage}@{method}"
     tables: list[pd.DataFrame] = []
     records: list[dict[str, Any]] = []
-    with parent_run(stage, method, tracking.params, data.tags, tracking.experiment, tracking.tracking_uri) as parent:
+    headline = headline_keys(kind)
+    with parent_run(stage, method, tracking.params, data.tags, tracking.experiment, tracking.tracking_uri,
+                    run_name=run_label(method, tracking.params, tracking.shown)) as parent:
+        parent.set_experiment_tags(runs_view([key for key in headline if not key.endswith("_std")]))
+        parent.log_datasets(data.inputs)
         for fold in data.splits["folds"]:
             k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
             record: dict[str, Any] = {"fold": k, "repeat": repeat}
             try:
-                with parent.fold_run(k, repeat) as child:
+                with parent.fold_run(k, repeat, params=tracking.params) as child:
                     try:
+                        child.log_datasets(data.inputs)
                         result = fold_fn(fold, child)
                         metrics = kind.fold_metrics(result.y_true, result.outputs)
-                        child.log_metrics(metrics)
+                        child.log_metrics(metrics, model_id=result.model_id)
                         if result.chosen:
                             child.log_params(result.chosen)
                         if fold_figures:
-                            name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
-                            for path, fig in kind.figures(result.y_true, result.outputs, f"{method} {name}",
-                                                          "test").items():
+                            for path, fig in kind.figures(result.y_true, result.outputs,
+                                                          f"{method} {fold_name(k, repeat)}", "test").items():
                                 child.log_figure(fig, path)
                     except FOLD_ERRORS as exc:
                         child.set_tags({"status": "failed", "reason": str(exc)[:500]})
@@ -136,9 +151,11 @@ def cross_validate(
             records.append({**record, "status": "ok", **result.chosen, **metrics, **result.info})
         predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         summary = kind.finish(stage, method, predictions, records, n_bootstrap, seed)
-        parent.log_metrics(summary)
+        parent.log_metrics({key: value for key, value in summary.items() if key in headline})
+        paths = output_paths(stage, method)
+        parent.log_artifact(paths["details"])
         if tables:
-            parent.log_artifact(output_paths(stage, method)["predictions"])
+            parent.log_artifact(paths["predictions"])
             y, outputs = kind.pooled(predictions)
             for path, fig in kind.figures(y, outputs, title, "out-of-fold").items():
                 parent.log_figure(fig, path)
@@ -148,12 +165,22 @@ def cross_validate(
     return summary
 
 
-def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[str, Any]) -> Tracking:
+def headline_keys(kind: TaskKind) -> list[str]:
+    """The parent run's metrics: ``test/<metric>_mean|_ci_low|_ci_high|_std`` of each of the kind's headline
+    metrics (the first, ``test/auroc_mean`` for classification, first), then usable and failed folds."""
+    keys = [f"test/{m}_{s}" for m in kind.headline_metrics for s in ("mean", "ci_low", "ci_high", "std")]
+    return [*keys, "test/n_usable_folds", "n_failed_folds"]
+
+
+def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[str, Any],
+                 shown: Mapping[str, str] | None = None) -> Tracking:
     """The :class:`Tracking` of a stage: experiment and store from ``params``' ``mlflow`` section (experiment
-    empty → the task's label), parent params = ``task`` section + ``logged``."""
+    empty → :func:`~slidemil.pipeline.tracking.experiment_name` of the task), params = ``task`` section +
+    ``logged`` (only the method's own: no list of the other heads or probes); ``shown``: see :class:`Tracking`."""
     from slidemil.core.params import stage_params
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, experiment_name
 
     section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    return Tracking(experiment=section["experiment"] or data.splits["label"], tracking_uri=section["tracking_uri"],
-                    params={"task": params.get("task") or {}, **logged})
+    return Tracking(experiment=experiment_name(section["experiment"], data.splits["label"], data.classes),
+                    tracking_uri=section["tracking_uri"], params={"task": params.get("task") or {}, **logged},
+                    shown=dict(shown or {}))

@@ -4,7 +4,7 @@ their provenance, loaded once and checked against each other by the leakage guar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ class MethodData:
     labels: dict[str, int]  # slide_id → class index
     patients: dict[str, str]  # slide_id → patient_id
     tags: dict[str, str]  # provenance tags for MLflow
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # MLflow datasets: {context: (path, digest)}
 
     def slides(self) -> list[str]:
         """Every slide in any part of any fold, sorted."""
@@ -67,4 +68,6 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
         splits_digest=file_digest(splits_path),
         encoder_id=store.encoder_id,
     )
+    data.inputs = {"features": (str(features), data.tags["features.digest"]),
+                   "splits": (str(splits_path), data.tags["splits.digest"])}
     return data

@@ -4,13 +4,17 @@ Every evaluated method (``train@<head>``, ``probe@<kind>``, ``zeroshot``) ends w
 :func:`finish_method`, so DVC and the report read the same files for all of them:
 
 - ``predictions/<stage>@<name>.csv``: slide_id, patient_id, fold, repeat, label, y_true, prob_<class>…, pred
-- ``metrics/<stage>@<name>.json``: flat ``<split>/<metric>_mean|_std|_ci_low|_ci_high`` keys + ``folds``
+- ``metrics/<stage>@<name>.json`` (DVC metrics, :func:`headline_numbers`): each headline metric's test mean
+  over usable folds and pooled 95% interval (``auroc``, ``auroc_low``, ``auroc_high``, …) and
+  ``n_usable_folds``, so ``dvc metrics show`` and ``dvc exp show`` stay a line per method
+- ``predictions/<stage>@<name>.details.json``: everything else, flat ``<split>/<metric>_mean|_std|_ci_low|
+  _ci_high`` keys + ``folds`` (per-fold values and failures); the report reads it
 - ``plots/<stage>@<name>/roc.csv`` (fpr, tpr, threshold) and ``confusion.csv`` (slide_id, actual, predicted)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +139,7 @@ def output_paths(stage: str, name: str, root: str | Path = ".") -> dict[str, Pat
     return {
         "metrics": root / "metrics" / f"{key}.json",
         "predictions": root / "predictions" / f"{key}.csv",
+        "details": root / "predictions" / f"{key}.details.json",
         "roc": root / "plots" / key / "roc.csv",
         "confusion": root / "plots" / key / "confusion.csv",
     }
@@ -150,8 +155,9 @@ def finish_method(
     n_bootstrap: int = 1000,
     seed: int = 0,
     root: str | Path = ".",
+    headline: Sequence[str] = ("auroc", "balanced_accuracy"),
 ) -> dict[str, float]:
-    """Write a method's metrics JSON, predictions table and DVC plot data; return the flat summary.
+    """Write a method's metrics JSON, details JSON, predictions table and DVC plot data; return the summary.
 
     Args:
         stage, name: e.g. ``train``, ``abmil`` → files named ``train@abmil``.
@@ -161,6 +167,7 @@ def finish_method(
             ``failed``), optional ``reason``, and ``<split>/<metric>`` values; stored as ``folds``.
         ordered, n_bootstrap, seed: see :func:`summarize_method`.
         root: folder the ``metrics/``, ``predictions/``, ``plots/`` paths are relative to.
+        headline: metrics of the DVC metrics JSON (:func:`headline_numbers`).
 
     All files are written atomically; the summary holds ``test/<metric>_mean|_std|_ci_low|_ci_high``,
     ``test/n_usable_folds`` and ``n_failed_folds``.
@@ -176,8 +183,41 @@ def finish_method(
     write_csv(paths["roc"], roc)
     write_csv(paths["confusion"], confusion_table(predictions) if len(predictions) else
               pd.DataFrame(columns=["slide_id", "actual", "predicted"]))
-    write_json(paths["metrics"], {**summary, "folds": list(fold_metrics)})
+    write_method_metrics(paths, summary, fold_metrics, headline)
     return summary
+
+
+def headline_numbers(summary: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, float | None]:
+    """The DVC metrics of a method: for each of ``metrics`` (a task kind's ``headline_metrics``) its test mean
+    over usable folds as ``<metric>`` and the pooled 95% bootstrap interval as ``<metric>_low|_high``
+    (``test/<metric>_ci_low|_ci_high`` in the details and MLflow), then ``n_usable_folds``; a value that is
+    absent or not finite is ``None`` (JSON ``null``).
+
+    Short keys on purpose: ``dvc metrics show`` prints one column per key, and these keep a method on one
+    160-column line.
+    """
+    out: dict[str, float | None] = {}
+    for metric in metrics:
+        for suffix, key in (("mean", metric), ("ci_low", f"{metric}_low"), ("ci_high", f"{metric}_high")):
+            out[key] = _finite_or_none(summary.get(f"test/{metric}_{suffix}"))
+    out["n_usable_folds"] = int(summary.get("test/n_usable_folds") or 0)
+    return out
+
+
+def write_method_metrics(paths: Mapping[str, Path], summary: Mapping[str, Any],
+                         fold_metrics: Sequence[Mapping[str, Any]], headline: Sequence[str]) -> None:
+    """Write ``paths["metrics"]`` (:func:`headline_numbers`) and ``paths["details"]`` (``summary`` + ``folds``),
+    atomically; every task kind's ``finish`` ends here."""
+    write_json(paths["details"], {**summary, "folds": list(fold_metrics)})
+    write_json(paths["metrics"], headline_numbers(summary, headline))
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def fold_test_metrics(y_true: np.ndarray, proba: np.ndarray, ordered: bool = False) -> dict[str, float]:

@@ -39,6 +39,13 @@ def roc_figure(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str], ti
         drawn += 1
     if not drawn:
         ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+    # scikit-learn labels the axes "(Positive label: 1)"; name the classes instead
+    if len(classes) == 2:
+        ax.set_xlabel(f"false positive rate ({classes[0]} slides called {classes[1]})")
+        ax.set_ylabel(f"true positive rate ({classes[1]} slides called {classes[1]})")
+    else:
+        ax.set_xlabel("false positive rate (other classes' slides called the class)")
+        ax.set_ylabel("true positive rate (the class's slides called the class)")
     ax.set_title(title or "ROC (out-of-fold test predictions)")
     fig.tight_layout()
     return fig
@@ -50,6 +57,8 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
     ConfusionMatrixDisplay.from_predictions(
         y_true, y_pred, labels=list(range(len(classes))), display_labels=list(classes), ax=ax, colorbar=False
     )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     ax.set_title(title or "Confusion matrix")
     fig.tight_layout()
     return fig
@@ -84,6 +93,21 @@ def is_informative(attention: np.ndarray | None) -> bool:
     return not np.allclose(att, att[0], rtol=1e-6, atol=0.0)
 
 
+def attention_percentiles(attention: np.ndarray) -> np.ndarray:
+    """Each patch's attention as its percentile rank within the slide, in [0, 1] (ties share their mean rank).
+
+    Attention weights are skewed (a few patches take most of the mass), so min-max scaling paints one or
+    two patches red and the rest blue; ranks spread the colour scale over the slide's patches and do not
+    depend on the bag size. One patch → 0.5. ``attention``: ``[N]`` → ``[N]``.
+    """
+    from scipy.stats import rankdata
+
+    att = np.asarray(attention, dtype=float).reshape(-1)
+    if att.size < 2:
+        return np.full_like(att, 0.5)
+    return (rankdata(att) - 1) / (att.size - 1)
+
+
 def attention_heatmap(
     coords: np.ndarray,
     attention: np.ndarray,
@@ -96,7 +120,8 @@ def attention_heatmap(
 
     Args:
         coords: ``[N, 2]`` int (x, y) top-left corners in level-0 pixels.
-        attention: ``[N]`` attention weights (any scale; min-max normalised for display).
+        attention: ``[N]`` attention weights (any scale; shown as percentiles within the slide,
+            :func:`attention_percentiles`).
         patch_size_level0: patch side in level-0 pixels.
         view: thumbnail + scale and top patches (:func:`read_slide_view`); without a thumbnail the
             patches are drawn in level-0 coordinates on a blank canvas.
@@ -104,8 +129,7 @@ def attention_heatmap(
     """
     coords = np.asarray(coords, dtype=float)
     att = np.asarray(attention, dtype=float).reshape(-1)
-    span = att.max() - att.min()
-    norm = (att - att.min()) / span if span > 0 else np.full_like(att, 0.5)
+    norm = attention_percentiles(att)
     n_top = min(top_k, len(view.patches)) if view.patches else 0
     fig = plt.figure(figsize=(8, 8 if n_top else 6))
     grid = fig.add_gridspec(2 if n_top else 1, max(n_top, 1), height_ratios=[3, 1] if n_top else [1])
@@ -130,7 +154,7 @@ def attention_heatmap(
         ax.set_xlim(coords[:, 0].min() - side, coords[:, 0].max() + 2 * side)
         ax.set_ylim(coords[:, 1].max() + 2 * side, coords[:, 1].min() - side)
         ax.set_aspect("equal")
-    fig.colorbar(collection, ax=ax, fraction=0.03, label="attention (min-max)")
+    fig.colorbar(collection, ax=ax, fraction=0.03, label="attention percentile within the slide")
     ax.set_title(title)
     ax.axis("off")
     order = np.argsort(-att)

@@ -245,7 +245,7 @@ def report_json(
     ignored: Sequence[str] = (),
     missing: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``reports/metrics.json`` for ``dvc metrics show``: the best method and each method's paired result.
+    """``reports/comparison.json``: the best method and each method's paired result.
 
     Strict JSON: an undefined number (no finite AUROC) is ``None`` (``null``), never NaN.
     """
@@ -273,6 +273,18 @@ def report_json(
     if ignored:
         out["ignored"] = list(ignored)
     return out
+
+
+def report_metrics(table: pd.DataFrame, best: str | None, *, synthetic: Mapping[str, str]) -> dict[str, Any]:
+    """``reports/metrics.json`` for ``dvc metrics show`` / ``dvc exp show``: the best method, its mean test
+    AUROC, whether the features are made up, and each method's mean test AUROC under ``auroc.<method>``
+    (one short column per method; the paired comparison is in ``reports/comparison.json``)."""
+    return {
+        "best_method": best or "",
+        "best_auroc": _finite(table.loc[best, "auroc_mean"]) if best is not None else None,
+        "synthetic_features": bool(synthetic),
+        "auroc": {str(method): _finite(row["auroc_mean"]) for method, row in table.iterrows()},
+    }
 
 
 def _finite(value: Any) -> float | None:

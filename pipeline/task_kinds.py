@@ -27,6 +27,8 @@ class TaskKind(Protocol):
     """
 
     name: str
+    #: metrics in the DVC metrics JSON and the MLflow runs view (mean and 95% CI each), first = the one to sort by
+    headline_metrics: tuple[str, ...]
 
     def fold_metrics(self, y_true: Any, outputs: np.ndarray) -> dict[str, float]:
         """One fold's ``test/<metric>`` values."""
@@ -63,6 +65,7 @@ class Classification:
     """
 
     name = "classification"
+    headline_metrics = ("auroc", "balanced_accuracy")
 
     def __init__(self, task: Any, data: Any) -> None:
         self.classes = list(data.classes)
@@ -81,7 +84,8 @@ class Classification:
     def finish(self, stage, method, predictions, folds, n_bootstrap, seed, root=".") -> dict[str, float]:
         from slidemil.pipeline.evaluation import finish_method
 
-        return finish_method(stage, method, predictions, self.classes, folds, self.ordered, n_bootstrap, seed, root)
+        return finish_method(stage, method, predictions, self.classes, folds, self.ordered, n_bootstrap, seed, root,
+                             self.headline_metrics)
 
     def pooled(self, predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         from slidemil.pipeline.evaluation import pooled_by_slide

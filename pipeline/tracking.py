@@ -21,10 +21,13 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 MLFLOW_DEFAULTS: dict[str, Any] = {
-    "experiment": "",  # experiment name; empty → the task's label column
+    "experiment": "",  # experiment name; empty → what the task predicts, e.g. "label: dense vs sparse"
     "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
 }
 
@@ -58,6 +61,15 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{repo_root(root) / 'mlflow.db'}"
+
+
+def experiment_name(configured: str, label: str, classes: list[str] | tuple[str, ...] = ()) -> str:
+    """The task's MLflow experiment: ``configured`` (``mlflow.experiment``) if set, else what it predicts,
+    e.g. ``label: dense vs sparse`` (the label column and its classes in index order; the column alone
+    without classes)."""
+    if configured:
+        return configured
+    return f"{label}: {' vs '.join(map(str, classes))}" if classes else str(label)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -159,17 +171,19 @@ class Run:
         finally:
             self._clock[0] += time.perf_counter() - start
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None) -> None:
         """Buffer ``metrics`` (sent by :meth:`flush`, automatically when 1,000 are waiting and at run end).
 
-        NaN values are kept (MLflow stores them); non-numeric values are skipped.
+        NaN values are kept (MLflow stores them); non-numeric values are skipped. ``model_id`` links them to
+        a logged model (:meth:`log_model`), so the Models tab shows them beside it.
         """
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._buffer.append(Metric(key=key, value=float(value), timestamp=stamp, step=step or 0))
+                self._buffer.append(Metric(key=key, value=float(value), timestamp=stamp, step=step or 0,
+                                           model_id=model_id))
         if len(self._buffer) >= _BATCH_METRICS:
             self.flush()
 
@@ -214,11 +228,41 @@ class Run:
         with self._timed():
             self.client.log_text(self.run_id, text, artifact_file)
 
-    def log_model(self, model, in_dim: int, n_outputs: int, tracking: str, name: str = "model") -> None:
-        """Log a torch model with ``mlflow.pytorch.log_model``; its signature accepts any bag size.
+    def log_table(self, table, artifact_file: str) -> None:
+        """Store a DataFrame as an MLflow table artifact (``*.json``), viewable and comparable in the UI."""
+        with self._timed():
+            self.client.log_table(self.run_id, table, artifact_file)
 
-        ``model`` maps float32 ``[B, N, D]`` to ``[B, C]`` (input spec ``(-1, -1, in_dim)``, output
-        ``(-1, n_outputs)``). Pip requirements are given, not inferred, to keep the call cheap.
+    def log_datasets(self, datasets: Mapping[str, tuple[str, str]]) -> None:
+        """Record the run's inputs (``mlflow.log_input``): ``{context: (path, digest)}``, e.g.
+        ``{"features": ("data/features/conch_v1.zarr", "<sha256>"), "splits": ("data/splits.json", …)}``.
+
+        Each becomes a dataset named after its file, with the first 12 hex digits of its digest, under the
+        context (``features``, ``splits``) in the run's Datasets column; an empty path is skipped.
+        """
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for context, (path, digest) in datasets.items():
+            if not path:
+                continue
+            source = LocalArtifactDatasetSource(Path(path).resolve().as_uri())
+            dataset = MetaDataset(source, name=Path(path).name, digest=(digest or "unknown")[:12])
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+        with self._timed():
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, model, in_dim: int, n_outputs: int, tracking: str, name: str = "model",
+                  step: int = 0, params: Mapping[str, Any] | None = None) -> str:
+        """Log a torch model with ``mlflow.pytorch.log_model`` as the LoggedModel ``name``; returns its model ID.
+
+        ``model`` maps float32 ``[B, N, D]`` to ``[B, C]``; its signature accepts any bag size (input spec
+        ``(-1, -1, in_dim)``, output ``(-1, n_outputs)``). Buffered metrics are sent first, so MLflow links
+        the run's metrics of ``step`` (e.g. the best epoch's ``train/*``, ``val/*``) to the model; pass the
+        returned ID to :meth:`log_metrics` to link later ones (its test metrics). ``params`` (flattened)
+        are stored on the model. Pip requirements are given, not inferred, to keep the call cheap.
         """
         import mlflow
         import mlflow.pytorch
@@ -231,16 +275,18 @@ class Run:
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(in_dim)), "bag")]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(n_outputs)), "probabilities")]),
         )
+        self.flush()
         with self._timed(), _quiet("mlflow.pytorch", "mlflow.utils.requirements_utils"):
             mlflow.set_tracking_uri(tracking)
             with mlflow.start_run(run_id=self.run_id):
                 # pickle: the model is our own nn.Module (MLflow 3's pt2 format needs an input example)
-                mlflow.pytorch.log_model(
-                    model, name=name, signature=signature, serialization_format="pickle",
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                info = mlflow.pytorch.log_model(
+                    model, name=name, signature=signature, serialization_format="pickle", step=step,
+                    params=flatten(params or {}), pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 )
             # start_run/end_run marked the run FINISHED; it is still in progress until its block ends.
             self.client.update_run(self.run_id, status="RUNNING")
+        return info.model_id
 
 
 @contextmanager
@@ -259,23 +305,60 @@ def _quiet(*loggers: str) -> Iterator[None]:
 class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
-    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str) -> None:
+    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str,
+                 stage: str = "", method: str = "") -> None:
         super().__init__(client, run_id, clock, tracking)
         self.experiment_id = experiment_id
+        self.stage, self.method = stage, method
 
     @contextmanager
-    def fold_run(self, fold: int, repeat: int = 0, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
-        """A child run tagged ``fold`` (and ``repeat``); FAILED if the block raises, which re-raises.
+    def fold_run(self, fold: int, repeat: int = 0, tags: Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None) -> Iterator[Run]:
+        """A child run ``<method> fold-<k>`` tagged ``stage``, ``method``, ``fold`` and ``repeat`` (plus ``tags``)
+        with ``params`` logged; FAILED if the block raises, which re-raises.
 
         A failing fold leaves the parent and the other folds running: the caller catches and goes on.
         """
-        all_tags = {"mlflow.parentRunId": self.run_id, "fold": str(fold), "repeat": str(repeat), **(tags or {})}
-        name = f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
+        all_tags = {"mlflow.parentRunId": self.run_id, "stage": self.stage, "method": self.method,
+                    "fold": str(fold), "repeat": str(repeat), **(tags or {})}
         with self._timed():
-            info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
+            info = self.client.create_run(self.experiment_id, tags=all_tags,
+                                          run_name=f"{self.method} {fold_name(fold, repeat)}").info
         child = Run(self.client, info.run_id, self._clock, self.tracking)
         with _terminate_on_exit(child):
+            if params:
+                child.log_params(params)
             yield child
+
+    def set_experiment_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the run's experiment (e.g. ``mlflow.note.content``, its description in the UI)."""
+        with self._timed():
+            for key, value in tags.items():
+                self.client.set_experiment_tag(self.experiment_id, key, value)
+
+
+def fold_name(fold: int, repeat: int = 0) -> str:
+    """``fold-<k>``, or ``repeat-<r>-fold-<k>`` for repeats after the first: child runs, models, figures."""
+    return f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
+
+
+#: key of the experiment's shared runs view (``?viewStateShareKey=`` in the UI's URL; :func:`runs_view`)
+VIEW_KEY = "slidemil"
+
+
+def runs_view(metrics: list[str]) -> dict[str, str]:
+    """Experiment tag of a saved runs-table view that shows ``metrics`` as columns, in this order.
+
+    MLflow's UI shows no metric column by default and keeps the chosen columns per browser; a shared view
+    (the UI's "Share" button stores one as tag ``mlflow.sharedViewState.<key>``) opens with them for
+    everyone: ``<ui>/#/experiments/<id>/runs?viewStateShareKey=slidemil``. The run-name column is widened
+    so the configuration in a parent run's name is readable; the runs keep the default order (newest
+    first) because MLflow stops nesting fold runs under their parent when sorted by a metric.
+    """
+    columns = [f"metrics.`{m}`" for m in metrics]
+    state = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns],
+             "columnWidths": {"attributes.`Run Name`": 360, **dict.fromkeys(columns, 150)}}
+    return {f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(state)}
 
 
 @contextmanager
@@ -287,14 +370,19 @@ def parent_run(
     experiment: str,
     tracking: str = "",
     root: str | os.PathLike | None = None,
+    run_name: str = "",
 ) -> Iterator[ParentRun]:
-    """Open the parent run ``<stage>@<name>`` in ``experiment`` (created with artifacts beside the DB).
+    """Open the parent run of ``<stage>@<name>`` in ``experiment`` (created with artifacts beside the DB).
 
     Args:
         stage: e.g. ``train``; name: head or probe name; params: logged once, flattened;
         tags: provenance (see :func:`provenance_tags`), plus ``stage`` and ``method`` added here;
         experiment: experiment name (one per task); tracking: URI (empty → :func:`tracking_uri`);
-        root: repo root (default: found from cwd).
+        root: repo root (default: found from cwd); run_name: shown in the UI (default ``<stage>@<name>``;
+        :func:`run_label` names a configuration).
+
+    MLflow creates an empty experiment "Default" with a new store; it is deleted when it holds no run
+    (:func:`_drop_empty_default`), so the UI lists only the task's experiment.
 
     An inherited ``MLFLOW_RUN_ID`` (e.g. set by a caller's own run) is dropped so runs never attach to
     it. The run ends FINISHED, or FAILED if the block raises (which re-raises).
@@ -316,13 +404,47 @@ def parent_run(
         )
     else:
         experiment_id = found.experiment_id
+    _drop_empty_default(client)
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
-    info = client.create_run(experiment_id, tags=all_tags, run_name=f"{stage}@{name}").info
+    info = client.create_run(experiment_id, tags=all_tags, run_name=run_name or f"{stage}@{name}").info
     clock[0] += time.perf_counter() - start
-    run = ParentRun(client, info.run_id, experiment_id, clock, uri)
+    run = ParentRun(client, info.run_id, experiment_id, clock, uri, stage, name)
     run.log_params(params)
     with _terminate_on_exit(run):
         yield run
+
+
+def run_label(method: str, params: Mapping[str, Any], shown: Mapping[str, str] = MappingProxyType({})) -> str:
+    """A parent run's name: the method, the values of ``shown`` params, and a 6-digit digest of all ``params``.
+
+    Args:
+        method: e.g. ``abmil``; params: the run's params (nested); shown: ``{flattened key: label}`` of
+        params worth reading in the name, e.g. ``{"train.lr": "lr", "train.epochs": "ep"}``.
+
+    Returns:
+        e.g. ``abmil · lr=0.0002 · ep=20 · 3f9a2c``: two configurations differing in any param differ in
+        the digest, runs of one configuration share the name.
+    """
+    flat = flatten(params)
+    parts = [method, *(f"{label}={flat[key]}" for key, label in shown.items() if key in flat)]
+    return " · ".join([*parts, json_digest(flat)[:6]])
+
+
+def _drop_empty_default(client) -> None:
+    """Delete the "Default" experiment (ID 0) MLflow puts in every new store, while it holds no run.
+
+    A deleted experiment stays in the store (restorable in the UI, or by ``mlflow experiments restore``)
+    and keeps MLflow from creating another; a Default with runs is left alone. Another process deleting it
+    first is fine.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        default = client.get_experiment("0")
+        if default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1, run_view_type=3):
+            client.delete_experiment("0")
+    except MlflowException as exc:  # no experiment 0 (a server store), or already deleted
+        log.debug("left the Default experiment as it is: %s", exc)
 
 
 @contextmanager

@@ -1,10 +1,14 @@
-"""Browser check of the MLflow UI: what researchers open after `dvc repro` shows the runs the pipeline logs.
+"""Browser check of the MLflow UI: what researchers open after `dvc repro` compares methods at a glance.
 
-Builds a small store with the project's tracking helpers (a parent run with two child fold runs tagged
-``fold`` and carrying ``test/auroc``), serves it with ``mlflow server`` on 127.0.0.1, opens it in
-headless Chromium (Debian's ``chromium`` driven by Playwright; ``playwright install`` is never needed)
-and checks that the parent run, its fold runs and the metric are on screen. Screenshots go to the test's
-tmp folder and, when ``SLIDEMIL_SCREENSHOT_DIR`` is set, there as ``mlflow_ui.png`` (runs table) and
+Builds a small store with the project's tracking helpers the way ``cross_validate`` logs it: two heads,
+``abmil`` in two configurations (the demo's 20 epochs and a ``dvc exp run -S train.epochs=3``) and
+``mean_mlp``, each a parent run named by :func:`run_label` with the headline test metrics and two child
+fold runs, and the experiment's runs view (:func:`runs_view`). It serves the store with ``mlflow server``
+on 127.0.0.1, opens the runs view in headless Chromium (Debian's ``chromium`` driven by Playwright;
+``playwright install`` is never needed) and checks that every parent run's test AUROC and CI are on screen
+without choosing columns, that the two abmil configurations have different names, and that a fold run
+page shows its name, metric, parent and tags. Screenshots go to the test's tmp folder and, when
+``SLIDEMIL_SCREENSHOT_DIR`` is set (e.g. ``reports``), there as ``mlflow_ui.png`` (runs table) and
 ``mlflow_ui_run.png`` (a fold's run page).
 """
 
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from slidemil.pipeline.tracking import parent_run
+from slidemil.pipeline.tracking import VIEW_KEY, experiment_name, parent_run, run_label, runs_view
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
@@ -41,8 +45,14 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_S = 150  # mlflow server takes 15-35 s to come up on a busy 2-core machine
 UI_TIMEOUT_MS = 120_000
-EXPERIMENT = "demo-label"
-FOLD_AUROC = {0: 0.625, 1: 0.875}  # exact in binary, so the UI prints them as written
+EXPERIMENT = experiment_name("", "label", ["dense", "sparse"])
+SHOWN = {"train.lr": "lr", "train.epochs": "epochs"}
+#: (head, epochs) → per-fold test AUROC; exact in binary, so the UI prints them as written
+CONFIGS = {("abmil", 20): (0.625, 0.875), ("abmil", 3): (0.5, 0.625), ("mean_mlp", 20): (0.25, 0.5)}
+
+
+def mean(values) -> float:
+    return sum(values) / len(values)
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +66,23 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A SQLite MLflow store holding ``train@abmil`` with fold runs 0 and 1; returns its URI and run IDs."""
+    """A SQLite MLflow store laid out as the pipeline writes it; returns its URI, run IDs and run names."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    fold_ids = {}
-    with parent_run("train", "abmil", {"train": {"lr": 1e-4}}, {}, EXPERIMENT, tracking=uri, root=root) as run:
-        for fold, auroc in FOLD_AUROC.items():
-            with run.fold_run(fold) as child:
-                child.log_metrics({"train/loss": 0.5}, step=1)
-                child.log_metrics({"test/auroc": auroc})
-                fold_ids[fold] = child.run_id
-        run.log_metrics({"test/auroc_mean": sum(FOLD_AUROC.values()) / len(FOLD_AUROC)})
-    return {"uri": uri, "root": root, "experiment_id": run.experiment_id, "parent": run.run_id, "folds": fold_ids}
+    names, folds = {}, {}
+    for (head, epochs), aurocs in CONFIGS.items():
+        params = {"train": {"lr": 2e-4, "epochs": epochs}, "head": head}
+        names[head, epochs] = run_label(head, params, SHOWN)
+        with parent_run("train", head, params, {}, EXPERIMENT, tracking=uri, root=root,
+                        run_name=names[head, epochs]) as run:
+            run.set_experiment_tags(runs_view(["test/auroc_mean", "test/auroc_ci_low", "test/auroc_ci_high"]))
+            for fold, auroc in enumerate(aurocs):
+                with run.fold_run(fold, params=params) as child:
+                    child.log_metrics({"train/loss": 0.5}, step=1)
+                    child.log_metrics({"test/auroc": auroc})
+                    folds[head, epochs, fold] = child.run_id
+            run.log_metrics({"test/auroc_mean": mean(aurocs), "test/auroc_ci_low": 0.125, "test/auroc_ci_high": 0.9375})
+    return {"uri": uri, "root": root, "experiment_id": run.experiment_id, "names": names, "folds": folds}
 
 
 def free_port() -> int:
@@ -140,44 +155,47 @@ def save_screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def show_metric_column(page, metric: str) -> None:
-    """Add ``metric`` to the runs table through the "Columns" menu."""
-    page.get_by_role("button", name="Columns").first.click()
-    page.get_by_text(metric, exact=True).first.click()
-    page.keyboard.press("Escape")
+def close_assistant(page) -> None:
+    """Close MLflow 3's side panel (it hides columns) if it is open."""
+    assistant = page.get_by_role("button", name="Close")
+    if assistant.count():
+        assistant.first.click()
 
 
-def test_ui_shows_parent_run_fold_runs_and_metrics(chromium: Path, server: str, store: dict, tmp_path: Path):
+def test_runs_view_shows_each_method_auroc_and_tells_configurations_apart(chromium: Path, server: str, store: dict,
+                                                                          tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
     experiment = f"{server}/#/experiments/{store['experiment_id']}"
+    names = store["names"]
+    assert names["abmil", 20] != names["abmil", 3] and names["abmil", 20].startswith("abmil · lr=0.0002 · epochs=20 · ")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 800})
         page.set_default_timeout(UI_TIMEOUT_MS)
         try:
-            page.goto(f"{experiment}/runs")
-            page.get_by_text("train@abmil", exact=True).first.wait_for()
-            assistant = page.get_by_role("button", name="Close")  # MLflow 3's side panel hides columns
-            if assistant.count():
-                assistant.first.click()
-            for fold in FOLD_AUROC:  # child runs stay hidden until their parent row is expanded
-                assert not page.get_by_text(f"fold-{fold}", exact=True).is_visible()
-            page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
-            for fold in FOLD_AUROC:
-                page.get_by_text(f"fold-{fold}", exact=True).first.wait_for()
-            show_metric_column(page, "test/auroc")
-            for auroc in FOLD_AUROC.values():
-                page.get_by_text(str(auroc), exact=True).first.wait_for()
+            page.goto(f"{experiment}/runs?viewStateShareKey={VIEW_KEY}")  # the view `make ui` prints
+            for name in names.values():
+                page.get_by_text(name, exact=True).first.wait_for()
+            close_assistant(page)
+            page.get_by_text("test/auroc_mean", exact=True).first.wait_for()  # a column without choosing it
+            for aurocs in CONFIGS.values():
+                page.get_by_text(str(mean(aurocs)), exact=True).first.wait_for()
+            page.get_by_text("0.9375", exact=True).first.wait_for()  # the CI bound
+            for head, _, fold in store["folds"]:  # fold runs stay hidden until their parent row is expanded
+                assert not any(cell.is_visible() for cell in page.get_by_text(f"{head} fold-{fold}", exact=True).all())
             save_screenshot(page, tmp_path, "mlflow_ui.png")
 
-            page.goto(f"{experiment}/runs/{store['folds'][0]}")
+            run_id = store["folds"]["abmil", 20, 0]
+            page.goto(f"{experiment}/runs/{run_id}")
             for text in (
-                "fold-0",  # the run's name
+                "abmil fold-0",  # the run's name
                 "test/auroc",  # its metrics, with the value
-                str(FOLD_AUROC[0]),
-                "train@abmil",  # the link to its parent run
-                "fold",  # its fold tag
+                str(CONFIGS["abmil", 20][0]),
+                names["abmil", 20],  # the link to its parent run
+                "method",  # its tags
+                "fold",
+                "train.epochs",  # its params
             ):
                 page.get_by_text(text, exact=True).first.wait_for()
             save_screenshot(page, tmp_path, "mlflow_ui_run.png")

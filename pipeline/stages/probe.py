@@ -92,7 +92,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
             model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
             return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
 
-        tracking = tracking_for(params, data, {"probe": section, "method": f"probe@{name}"})
+        own = {key: value for key, value in section.items() if key != "probes"}  # not the other probes
+        tracking = tracking_for(params, data, {"probe": own, "method": f"probe@{name}"},
+                                shown={"probe.pooling": "pooling"})
         summary = cross_validate("probe", name, data, fit_predict, kind=kind, tracking=tracking,
                                  n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
         if not summary.get("test/n_usable_folds"):

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 2000,  # paired bootstrap replicates
     "seed": 0,
     "output": "reports/summary.md",
-    "json": "reports/metrics.json",
+    "json": "reports/metrics.json",  # DVC metrics: best method, each method's mean test AUROC
+    "comparison": "reports/comparison.json",  # the paired comparison with the best method (not a DVC metric)
 }
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.core.errors import StoreError
     from slidemil.pipeline.report import (
         best_method,
+        classes_of,
         compare_to_best,
         placeholder_stores,
         render_markdown,
         report_json,
+        report_metrics,
         select_methods,
         summary_table,
     )
@@ -71,7 +74,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         log.warning("no metrics file for %s (in %s); run their stages", ", ".join(missing), folder)
     if not included:
         raise StoreError(_no_method_message(folder, missing, ignored, skipped))
-    summaries = {method: read_json(folder / f"{method}.json") for method in included}
+    summaries = {method: read_summary(folder, Path(section["predictions"]), method) for method in included}
     table = summary_table(summaries)
     best = best_method(table)
     predictions: dict[str, pd.DataFrame] = {}
@@ -93,13 +96,26 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     write_text(section["output"], markdown)
     document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
                            missing=missing)
-    write_json(section["json"], document)
+    write_json(section["comparison"], document)
+    write_json(section["json"], report_metrics(table, best, synthetic=synthetic))
     log.info("report: %d method(s), best %s → %s", len(table), best, section["output"])
     if synthetic:
         log.warning("features come from SYNTHETIC/random weights (%s): the report's numbers are meaningless",
                     ", ".join(synthetic.values()))
-    _log_mlflow(params, section, document, weights)
+    classes = classes_of(predictions[best]) if best is not None else []
+    _log_mlflow(params, section, document, weights, markdown, table, comparison, classes)
     return 0
+
+
+def read_summary(metrics: Path, predictions: Path, method: str) -> dict[str, Any]:
+    """A method's full summary: ``<predictions>/<method>.details.json``, or for results written before the
+    details file existed, the metrics file itself (which then held every number).
+
+    Raises:
+        StoreError: not valid JSON.
+    """
+    details = predictions / f"{method}.details.json"
+    return read_json(details if details.is_file() else metrics / f"{method}.json")
 
 
 def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -171,18 +187,33 @@ def feature_weights(features: Path) -> dict[str, str]:
 
 
 def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[str, Any],
-                weights: dict[str, str]) -> None:
+                weights: dict[str, str], markdown: str, table, comparison, classes: list[str]) -> None:
+    """The ``report`` run: the comparison tables as MLflow tables (viewable, comparable in the UI), the report
+    files as artifacts; the report becomes the experiment's description (``mlflow.note.content``)."""
     from slidemil.pipeline.report import placeholder_stores
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run, provenance_tags
+    from slidemil.pipeline.tracking import (
+        MLFLOW_DEFAULTS,
+        VIEW_KEY,
+        experiment_name,
+        parent_run,
+        provenance_tags,
+    )
     from slidemil.splits.task import load_task
 
     mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    experiment = mlflow_section["experiment"] or load_task(params).label
+    experiment = experiment_name(mlflow_section["experiment"], load_task(params).label, classes)
     made_up = list(placeholder_stores(weights).values())
     tags = provenance_tags(weights_sha256=(made_up or list(weights.values()) or [None])[0])
     tags["report.best_method"] = document["best_method"]
-    with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"]) as run:
+    name = f"report · {len(table)} methods · best {document['best_method'] or 'n/a'}"
+    with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"],
+                    run_name=name) as run:
         numbers = {k: document[k] for k in ("best_test_auroc_mean", "n_methods") if document[k] is not None}
         run.log_metrics(numbers)
-        run.log_artifact(section["output"])
-        run.log_artifact(section["json"])
+        run.log_table(table.reset_index(), "tables/methods.json")
+        if len(comparison):
+            run.log_table(comparison.reset_index(), "tables/paired_comparison.json")
+        for path in (section["output"], section["json"], section["comparison"]):
+            run.log_artifact(path)
+        view = f"[runs table with test AUROC and CI](#/experiments/{run.experiment_id}/runs?viewStateShareKey={VIEW_KEY})"
+        run.set_experiment_tags({"mlflow.note.content": f"Open the {view}.\n\n{markdown}"})

@@ -145,11 +145,18 @@ def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
     from slidemil.pipeline.task_kinds import create_task_kind
 
-    logged = {"train": {**job.section, "head_kwargs": job.kwargs}, "head": job.head,
-              "features": str(job.data.store.path), "method": f"train@{job.head}"}
+    tracking = tracking_for(params, job.data, head_params(job), shown={"train.lr": "lr", "train.epochs": "epochs"})
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
-                          kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
+                          kind=create_task_kind(task, job.data), tracking=tracking,
                           n_bootstrap=job.section["n_bootstrap"], seed=job.section["seed"], fold_figures=True)
+
+
+def head_params(job: HeadRun) -> dict[str, Any]:
+    """The params of one head's runs: the ``train:`` section without the list of other heads, this head's
+    options, the head and the feature store."""
+    own = {key: value for key, value in job.section.items() if key != "heads"}
+    return {"train": {**own, "head_kwargs": job.kwargs}, "head": job.head, "features": str(job.data.store.path),
+            "method": f"train@{job.head}"}
 
 
 def _train_fold(job: HeadRun, fold: dict[str, Any], child):
@@ -164,6 +171,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.crossval import FoldResult
     from slidemil.pipeline.figures import is_informative
+    from slidemil.pipeline.tracking import fold_name
     from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
 
     section, data, bags, device = job.section, job.data, job.bags, job.device
@@ -188,8 +196,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     # best/val_<metric>, not as val/<metric> (which would add a stray point to the curves)
     child.log_metrics({**extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
-    k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
-    name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
+    name = fold_name(int(fold["fold"]), int(fold.get("repeat", 0)))
     with atomic_path(Path(section["models"]) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
@@ -199,14 +206,18 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
                       test[i])
             continue
         _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
-                     data.classes[pred.y_true[i]])
-    if section["log_model"]:
-        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
-    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra})
+                     data.classes[pred.y_true[i]], f"{job.head} {name}")
+    model_id = None
+    if section["log_model"]:  # linked to the best epoch's train/val metrics, and to the test metrics later
+        model_id = child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking,
+                                   name=f"{job.head}-{name}", step=result.best_epoch, params=head_params(job))
+    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra}, model_id=model_id)
 
 
-def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:
-    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable."""
+def _log_heatmap(run, store, slide_id: str, coords, attention, label: str, method: str) -> None:
+    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable.
+
+    ``method`` (e.g. ``abmil fold-0``) and the slide are named in the title."""
     import numpy as np
 
     from slidemil.core.errors import SlideError
@@ -223,5 +234,5 @@ def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> No
     if not size:  # the grid step is the patch size when tiles do not overlap
         steps = np.diff(np.unique(np.asarray(coords)[:, 0]))
         size = float(steps.min()) if steps.size else 256.0
-    fig = attention_heatmap(coords, attention, float(size), view, title=f"{slide_id} (label {label})")
+    fig = attention_heatmap(coords, attention, float(size), view, title=f"{method} · {slide_id} (label {label})")
     run.log_figure(fig, f"heatmaps/{slide_id}.png")

@@ -58,7 +58,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         write_json(section["output"], {"skipped": reason})
         return 0
     summaries = _evaluate(params, section, topk)
-    write_json(section["output"], {"skipped": False, **summaries})
+    # a DVC metric: one number per k (each k's files: metrics|predictions/zeroshot@top<k>.*)
+    write_json(section["output"], {"skipped": False,
+                                   "auroc": {method: s.get("test/auroc_mean") for method, s in summaries.items()}})
     return 0 if all(s.get("test/n_usable_folds") for s in summaries.values()) else 1
 
 
@@ -143,8 +145,9 @@ def _evaluate(params: dict[str, Any], section: dict[str, Any], topk: list[int]) 
             y = np.array([data.labels[sid] for sid in fold["test"]], dtype=int)
             return FoldResult(fold["test"], y, scores_to_proba(matrix, logit_scale))
 
-        method_tracking = replace(tracking, params={**tracking.params, "method": f"zeroshot@top{k}"})
+        own = {**tracking.params, "zeroshot": {**section, "topk": int(k)}, "method": f"zeroshot@top{k}"}
+        method_tracking = replace(tracking, params=own, shown={"zeroshot.topk": "k"})
         summary = cross_validate("zeroshot", f"top{k}", data, predict, kind=kind, tracking=method_tracking,
                                  n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
-        summaries[f"top{k}"] = {key: v for key, v in summary.items() if key.startswith("test/")}
+        summaries[f"top{k}"] = summary
     return summaries

@@ -28,7 +28,7 @@ def project(tmp_path, monkeypatch, helpers):
 
 def _runs(project):
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("label").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("label: benign vs tumor").experiment_id])
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     return parent, {int(r.data.tags["fold"]): r for r in runs if "mlflow.parentRunId" in r.data.tags}
 
@@ -44,7 +44,7 @@ STAGES = {
 def test_a_failed_fold_is_handled_the_same_by_train_and_probe(project, helpers, stage):
     method, options, overrides = STAGES[stage]
     assert helpers.run_stage(stage, overrides, **options) == 0
-    metrics = json.loads((project / f"metrics/{method}.json").read_text())
+    metrics = json.loads((project / f"predictions/{method}.details.json").read_text())
     failed = metrics["folds"][0]
     assert set(failed) == {"fold", "repeat", "status", "reason"}
     assert failed["fold"] == 0 and failed["status"] == "failed"
@@ -68,7 +68,7 @@ def test_a_failed_fold_is_handled_the_same_by_train_and_probe(project, helpers, 
 def _loop(project, fold_fn, **kwargs):
     data = load_method_data("data/features/conch_v1.zarr", "data/splits.json")
     kind = create_task_kind(Task("label", ("benign", "tumor"), False), data)
-    tracking = Tracking("label", f"sqlite:///{project}/mlflow.db", {"probe": {"seed": 0}})
+    tracking = Tracking("label: benign vs tumor", f"sqlite:///{project}/mlflow.db", {"probe": {"seed": 0}})
     return data, cross_validate("probe", "fake", data, fold_fn, kind=kind, tracking=tracking, n_bootstrap=0,
                                 seed=0, **kwargs)
 
@@ -81,12 +81,18 @@ def test_fold_records_put_chosen_before_and_info_after_the_metrics(project):
 
     _, summary = _loop(project, fold_fn, fold_figures=True)
     assert summary["test/auroc_mean"] == 1.0 and summary["test/n_usable_folds"] == 3
-    record = json.loads((project / "metrics/probe@fake.json").read_text())["folds"][1]
+    record = json.loads((project / "predictions/probe@fake.details.json").read_text())["folds"][1]
     keys = list(record)
     assert keys[:4] == ["fold", "repeat", "status", "C"] and keys[-1] == "epochs_run"
     assert record["test/balanced_accuracy"] == 1.0
     parent, children = _runs(project)
-    assert children[1].data.params == {"C": "0.5"}
+    # the fold run: its own params (the method's and the chosen C), named and tagged by method and fold
+    assert children[1].data.params == {**parent.data.params, "C": "0.5"} and parent.data.params["probe.seed"] == "0"
+    assert children[1].info.run_name == "fake fold-1" and parent.info.run_name.startswith("fake · ")
+    assert {k: children[1].data.tags[k] for k in ("stage", "method", "fold")} == {"stage": "probe", "method": "fake",
+                                                                                   "fold": "1"}
+    assert set(parent.data.metrics) >= {"test/auroc_mean", "test/auroc_std", "test/n_usable_folds"}
+    assert not any(key.startswith(("test/kappa", "test/brier")) for key in parent.data.metrics)  # details only
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     for run in (parent, children[1]):
         assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {

@@ -22,7 +22,8 @@ def _fold_tables(n_folds=3, per_fold=8, seed=0):
         proba = np.stack([1 - p1, p1], 1)
         ids = [f"s{k}_{i:02d}" for i in range(y.size)]
         tables.append(predictions_table(ids, [f"p{k}_{i // 2}" for i in range(y.size)], y, proba, CLASSES, fold=k))
-        folds.append({"fold": k, "repeat": 0, "status": "ok", "test/auroc": roc_auc_score(y, p1)})
+        folds.append({"fold": k, "repeat": 0, "status": "ok", "test/auroc": roc_auc_score(y, p1),
+                      "test/balanced_accuracy": 0.5 + 0.1 * k})
     return pd.concat(tables, ignore_index=True), folds
 
 
@@ -39,7 +40,14 @@ def test_finish_method_writes_contract_files(tmp_path):
     preds, folds = _fold_tables()
     folds.append({"fold": 3, "repeat": 0, "status": "failed", "reason": "non-finite loss"})
     summary = finish_method("train", "abmil", preds, CLASSES, folds, n_bootstrap=50, root=tmp_path)
-    metrics = json.loads((tmp_path / "metrics" / "train@abmil.json").read_text())
+    metrics = json.loads((tmp_path / "predictions" / "train@abmil.details.json").read_text())
+    headline = json.loads((tmp_path / "metrics" / "train@abmil.json").read_text())
+    assert headline == {
+        "auroc": metrics["test/auroc_mean"], "auroc_low": metrics["test/auroc_ci_low"],
+        "auroc_high": metrics["test/auroc_ci_high"], "balanced_accuracy": metrics["test/balanced_accuracy_mean"],
+        "balanced_accuracy_low": metrics["test/balanced_accuracy_ci_low"],
+        "balanced_accuracy_high": metrics["test/balanced_accuracy_ci_high"], "n_usable_folds": 3,
+    }
     expected = np.mean([f["test/auroc"] for f in folds[:3]])
     assert metrics["test/auroc_mean"] == pytest.approx(expected)
     assert metrics["test/auroc_ci_low"] <= metrics["test/auroc_ci_high"]

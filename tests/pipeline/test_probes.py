@@ -156,18 +156,21 @@ def test_probe_stage_writes_method_files_and_runs(project, helpers):
 
     assert helpers.run_stage("probe", probe=None) == 0
     for name in ("linear", "knn", "prototype"):
-        metrics = json.loads((project / f"metrics/probe@{name}.json").read_text())
+        metrics = json.loads((project / f"predictions/probe@{name}.details.json").read_text())
         assert metrics["test/n_usable_folds"] == 3
         assert metrics["test/auroc_mean"] > 0.9  # planted class means
         preds = pd.read_csv(project / f"predictions/probe@{name}.csv", dtype={"slide_id": str})
         assert sorted(preds["slide_id"]) == [f"s{i:02d}" for i in range(18)]  # each slide tested once
         assert (project / f"plots/probe@{name}/roc.csv").is_file()
-    linear = json.loads((project / "metrics/probe@linear.json").read_text())
+    linear = json.loads((project / "predictions/probe@linear.details.json").read_text())
     assert all(f["C"] in (0.01, 1.0) for f in linear["folds"])
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("label").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("label: benign vs tumor").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert sorted(r.info.run_name for r in parents) == ["probe@knn", "probe@linear", "probe@prototype"]
+    assert sorted(r.data.tags["method"] for r in parents) == ["knn", "linear", "prototype"]
+    for run in parents:  # named by the probe and what sets it apart; its params name no other probe
+        assert run.info.run_name.startswith(f"{run.data.tags['method']} · pooling=mean · ")
+        assert "probe.probes" not in run.data.params
     assert len(runs) == 3 + 9  # a child run per fold
 
 

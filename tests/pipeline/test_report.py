@@ -64,7 +64,8 @@ def test_report_numbers_equal_metrics_files(project, helpers):
     text = (project / "reports/summary.md").read_text()
     assert text.splitlines()[0] == SYNTHETIC_BANNER
     assert "`data/features/conch_v1.zarr` (synthetic:1)" in text.splitlines()[1]
-    files = {p.stem: json.loads(p.read_text()) for p in (project / "metrics").glob("*@*.json")}
+    methods = {p.stem for p in (project / "metrics").glob("*@*.json")}
+    files = {m: json.loads((project / f"predictions/{m}.details.json").read_text()) for m in methods}
     assert set(files) == {"train@abmil", "probe@linear", "zeroshot@top1"}
     for method, m in files.items():
         row = next(line for line in text.splitlines() if line.startswith(f"| {method} |")
@@ -74,11 +75,13 @@ def test_report_numbers_equal_metrics_files(project, helpers):
                     f"[{m[f'test/{metric}_ci_low']:.3f}, {m[f'test/{metric}_ci_high']:.3f}]")
             assert cell in row, (method, metric)
         assert f"| {m['test/n_usable_folds']}/3 |" in row
-    report = json.loads((project / "reports/metrics.json").read_text())
+    dvc_metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert dvc_metrics["auroc"] == {m: files[m]["test/auroc_mean"] for m in files}
+    report = json.loads((project / "reports/comparison.json").read_text())
     best = max(files, key=lambda k: files[k]["test/auroc_mean"])
-    assert report["best_method"] == best == "train@abmil"
-    assert report["best_test_auroc_mean"] == files[best]["test/auroc_mean"]
-    assert report["synthetic_features"] is True
+    assert report["best_method"] == dvc_metrics["best_method"] == best == "train@abmil"
+    assert report["best_test_auroc_mean"] == dvc_metrics["best_auroc"] == files[best]["test/auroc_mean"]
+    assert report["synthetic_features"] is dvc_metrics["synthetic_features"] is True
     assert set(report["comparison"]) == {"probe@linear", "zeroshot@top1"}
     zs = report["comparison"]["zeroshot@top1"]
     assert zs["auroc_diff"] == pytest.approx(files["zeroshot@top1"]["test/auroc_mean"] - files[best]["test/auroc_mean"])
@@ -90,10 +93,17 @@ def test_report_numbers_equal_metrics_files(project, helpers):
     assert "| AUROC ↑ mean ± SD [pooled CI] |" in text and "| 95% CI of Δ | p | p (Holm) |" in text
     assert "chosen as best on these same test folds" in text and "not corrected for multiple comparisons" in text
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    run = client.search_runs([client.get_experiment_by_name("label").experiment_id],
-                             filter_string="tags.stage = 'report'")[0]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.md", "metrics.json"}
+    experiment = client.get_experiment_by_name("label: benign vs tumor")
+    run = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'report'")[0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.md", "metrics.json",
+                                                                        "comparison.json", "tables"}
     assert run.data.tags["encoder.weights"] == "synthetic"
+    assert run.info.run_name == "report · 3 methods · best train@abmil"
+    methods = client.load_table(experiment.experiment_id, "tables/methods.json", run_ids=[run.info.run_id])
+    assert methods.set_index("method")["auroc_mean"].to_dict() == pytest.approx(
+        {m: files[m]["test/auroc_mean"] for m in files})
+    note = experiment.tags["mlflow.note.content"]  # the experiment's description in the UI: the report
+    assert "| AUROC ↑ mean ± SD [pooled CI] |" in note and "viewStateShareKey=slidemil" in note
 
 
 def test_skipped_zeroshot_is_listed_not_reported(project, helpers):
@@ -102,7 +112,7 @@ def test_skipped_zeroshot_is_listed_not_reported(project, helpers):
     text = (project / "reports/summary.md").read_text()
     assert "zeroshot@top1" not in table_rows(text)  # stale files of a skipped stage are left out
     assert "`zeroshot`: no CONCH tokenizer file" in text
-    report = json.loads((project / "reports/metrics.json").read_text())
+    report = json.loads((project / "reports/comparison.json").read_text())
     assert report["not_run"] == {"zeroshot": "no CONCH tokenizer file"} and set(report["comparison"]) == {"probe@linear"}
     assert report["ignored"] == ["zeroshot@top1"]
 
@@ -111,13 +121,13 @@ def test_report_has_only_the_methods_of_the_current_params(project, helpers):
     """`dvc exp run -S 'train.heads=[…]'`: stale metrics of other heads must not be reported or ranked."""
     write_method("train", "abmil", 0.8, 0)
     write_method("train", "dsmil", 6.0, 3)  # stale, from another configuration, and the best by far
-    files = {m: json.loads((project / f"metrics/{m}.json").read_text())["test/auroc_mean"]
+    files = {m: json.loads((project / f"predictions/{m}.details.json").read_text())["test/auroc_mean"]
              for m in ("train@abmil", "train@dsmil", "probe@linear", "zeroshot@top1")}
     assert max(files, key=files.get) == "train@dsmil"
     current = max(set(files) - {"train@dsmil"}, key=files.get)
     assert helpers.run_stage("report", ["train.heads=[abmil, mean_mlp]"]) == 0
     text = (project / "reports/summary.md").read_text()
-    report = json.loads((project / "reports/metrics.json").read_text())
+    report = json.loads((project / "reports/comparison.json").read_text())
     assert report["best_method"] == current and report["n_methods"] == 3
     assert "train@dsmil" not in table_rows(text) and "train@dsmil" not in report["comparison"]
     ignored = text.split("Not in this configuration (ignored)")[1]
@@ -127,7 +137,7 @@ def test_report_has_only_the_methods_of_the_current_params(project, helpers):
     # the zero-shot summary gone: zero-shot did not run, its old files are ignored too
     (project / "metrics/zeroshot.json").unlink()
     assert helpers.run_stage("report") == 0
-    report = json.loads((project / "reports/metrics.json").read_text())
+    report = json.loads((project / "reports/comparison.json").read_text())
     assert report["ignored"] == ["train@dsmil", "zeroshot@top1"] and "zeroshot" in report["not_run"]
 
 
@@ -153,7 +163,7 @@ def test_no_method_is_an_error_and_writes_nothing(project, helpers, stale):
     assert main(["report"]) == 2
     assert not (project / "reports").exists()
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    experiment = client.get_experiment_by_name("label")
+    experiment = client.get_experiment_by_name("label: benign vs tumor")
     assert experiment is None or not client.search_runs([experiment.experiment_id], "tags.stage = 'report'")
 
 

@@ -75,7 +75,7 @@ def test_train_stage_end_to_end(project, real_data):
     params = _project(project, real_data)
     assert stage.run(params, argparse.Namespace(head=None)) == 0
     for head in ("abmil", "mean_mlp"):
-        metrics = json.loads((project / f"metrics/train@{head}.json").read_text())
+        metrics = json.loads((project / f"predictions/train@{head}.details.json").read_text())
         assert metrics["test/n_usable_folds"] == 3 and metrics["n_failed_folds"] == 0
         assert metrics["test/auroc_ci_low"] <= metrics["test/auroc_ci_high"]
         assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
@@ -90,7 +90,7 @@ def test_train_stage_end_to_end(project, real_data):
         assert state["classes"] == ["benign", "tumor"] and state["in_dim"] == DIM
 
     client = MlflowClient(tracking_uri(root=project))
-    exp = client.get_experiment_by_name("diagnosis")
+    exp = client.get_experiment_by_name("diagnosis: benign vs tumor")
     runs = client.search_runs([exp.experiment_id])
     parents = {r.data.tags["method"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert set(parents) == {"abmil", "mean_mlp"}
@@ -98,7 +98,7 @@ def test_train_stage_end_to_end(project, real_data):
     assert parent.data.tags["encoder.weights"] == "synthetic"
     assert parent.data.params["train.head_kwargs.dropout"] == "0.0"
     assert parent.data.metrics["test/auroc_mean"] == pytest.approx(
-        json.loads((project / "metrics/train@abmil.json").read_text())["test/auroc_mean"])
+        json.loads((project / "predictions/train@abmil.details.json").read_text())["test/auroc_mean"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["fold"] for r in children) == ["0", "1", "2"]
     child = children[0]
@@ -110,7 +110,7 @@ def test_train_stage_end_to_end(project, real_data):
     assert sorted(m.step for m in curve) == [0, 1, 2]
     best_epoch = int(child.data.metrics["best_epoch"])
     assert child.data.metrics["best/val_loss"] == pytest.approx(next(m.value for m in curve if m.step == best_epoch))
-    fold_record = next(f for f in json.loads((project / "metrics/train@abmil.json").read_text())["folds"]
+    fold_record = next(f for f in json.loads((project / "predictions/train@abmil.details.json").read_text())["folds"]
                        if f["fold"] == int(child.data.tags["fold"]))
     assert fold_record["val/loss"] == pytest.approx(child.data.metrics["best/val_loss"])
     figures = {a.path for a in client.list_artifacts(child.info.run_id, "figures")}
@@ -134,14 +134,14 @@ def test_failed_folds_are_recorded_and_others_go_on(project, real_data):
     params["train"]["heads"] = ["mean_mlp"]
     params["train"]["batch_size"] = 8
     assert stage.run(params, argparse.Namespace(head=None)) == 0
-    metrics = json.loads((project / "metrics/train@mean_mlp.json").read_text())
+    metrics = json.loads((project / "predictions/train@mean_mlp.details.json").read_text())
     status = {f["fold"]: f["status"] for f in metrics["folds"]}
     assert status == {0: "failed", 1: "ok", 2: "failed"}
     assert "non-finite training loss" in metrics["folds"][0]["reason"] and "S11" in metrics["folds"][0]["reason"]
     assert "non-finite outputs" in metrics["folds"][2]["reason"] and "S11" in metrics["folds"][2]["reason"]
     assert metrics["n_failed_folds"] == 2 and metrics["test/n_usable_folds"] == 1
     client = MlflowClient(tracking_uri(root=project))
-    runs = client.search_runs([client.get_experiment_by_name("diagnosis").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("diagnosis: benign vs tumor").experiment_id])
     by_fold = {r.data.tags.get("fold"): r.info.status for r in runs}
     assert by_fold == {"0": "FAILED", "1": "FINISHED", "2": "FAILED", None: "FINISHED"}
     params["train"]["heads"] = ["abmil"]

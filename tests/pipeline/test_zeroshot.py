@@ -191,10 +191,10 @@ def test_stage_runs_mizero_per_k_on_each_fold(project, helpers, monkeypatch):
                         type("E", (), {"weights_sha256": checkpoint, "model": stub})())
     assert helpers.run_stage("zeroshot") == 0
     out = json.loads((project / "metrics/zeroshot.json").read_text())
-    assert out["skipped"] is False and set(out) == {"skipped", "top1", "top2"}
+    assert out["skipped"] is False and set(out) == {"skipped", "auroc"} and set(out["auroc"]) == {"top1", "top2"}
     for k in (1, 2):
-        metrics = json.loads((project / f"metrics/zeroshot@top{k}.json").read_text())
-        assert metrics["test/auroc_mean"] == out[f"top{k}"]["test/auroc_mean"] > 0.9
+        metrics = json.loads((project / f"predictions/zeroshot@top{k}.details.json").read_text())
+        assert metrics["test/auroc_mean"] == out["auroc"][f"top{k}"] > 0.9
         assert metrics["test/n_usable_folds"] == 3
     # one slide by hand: top-2 of each class over its patches, softmax(score · e^1.5)
     from slidemil.extract.store import open_features
