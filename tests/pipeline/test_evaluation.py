@@ -8,7 +8,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from slidemil.pipeline.evaluation import finish_method, pooled_by_slide, predictions_table, roc_table
-from slidemil.pipeline.figures import SlideView, attention_heatmap, confusion_figure, roc_figure
+from slidemil.pipeline.figures import (
+    SlideView,
+    attention_heatmap,
+    attention_percentiles,
+    confusion_figure,
+    roc_figure,
+)
 
 CLASSES = ("benign", "tumor")
 
@@ -96,3 +102,21 @@ def test_figures_render(tmp_path):
     assert len(blank.axes) == 2
     drawn.savefig(tmp_path / "heat.png")
     assert (tmp_path / "heat.png").stat().st_size > 1000
+
+
+def test_figures_name_the_classes_and_percentile_attention():
+    y = np.array([0, 1, 0, 1])
+    proba = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    ax = roc_figure(y, proba, ["dense", "sparse"], "abmil fold-0: test ROC").axes[0]
+    assert ax.get_xlabel() == "false positive rate (dense slides called sparse)"
+    assert ax.get_ylabel() == "true positive rate (sparse slides called sparse)"
+    assert ax.get_title() == "abmil fold-0: test ROC" and "Positive label" not in ax.get_xlabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("sparse")
+    cm = confusion_figure(y, proba.argmax(1), ["dense", "sparse"], "abmil fold-0").axes[0]
+    assert [t.get_text() for t in cm.get_xticklabels()] == ["dense", "sparse"] and cm.get_ylabel() == "true class"
+    # two patches with most of the attention do not flatten the rest: ranks within the slide
+    att = np.array([0.001, 0.002, 0.003, 0.004, 0.49, 0.5])
+    np.testing.assert_allclose(attention_percentiles(att), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(attention_percentiles(np.array([0.3, 0.3, 0.4])), [0.25, 0.25, 1.0])
+    assert attention_percentiles(np.array([1.0])).tolist() == [0.5]

@@ -10,7 +10,15 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from slidemil.pipeline.tracking import flatten, parent_run, provenance_tags, repo_root, tracking_uri
+from slidemil.pipeline.tracking import (
+    experiment_name,
+    flatten,
+    parent_run,
+    provenance_tags,
+    repo_root,
+    run_label,
+    tracking_uri,
+)
 
 
 @pytest.fixture
@@ -62,12 +70,14 @@ def test_parent_children_metrics_artifacts_and_failed_fold(project, monkeypatch)
                         child.log_metrics({"train/loss": 1.0 / (epoch + 1), "val/auroc": 0.5}, step=epoch)
                     if fold == 1:
                         raise RuntimeError("forced failure")
-                    child.log_metrics({"test/auroc": 0.7 + fold / 100})
                     fig, ax = plt.subplots()
                     ax.plot([0, 1], [0, 1])
                     child.log_figure(fig, "figures/roc.png")
-                    if fold == 2:
-                        child.log_model(_Bag(), in_dim=4, n_outputs=2, tracking=parent.tracking)
+                    model_id = None
+                    if fold == 2:  # linked to the epoch-1 curves' points, then to the test metric
+                        model_id = child.log_model(_Bag(), in_dim=4, n_outputs=2, tracking=parent.tracking,
+                                                   name="abmil-fold-2", step=1, params={"head": "abmil"})
+                    child.log_metrics({"test/auroc": 0.7 + fold / 100}, model_id=model_id)
             except RuntimeError:
                 pass
         parent.log_metrics({"test/auroc_mean": 0.71})
@@ -96,14 +106,50 @@ def test_parent_children_metrics_artifacts_and_failed_fold(project, monkeypatch)
     assert "test/auroc" not in by_fold["1"].data.metrics
     arts = [a.path for a in client.list_artifacts(by_fold["0"].info.run_id, "figures")]
     assert arts == ["figures/roc.png"]
+    assert by_fold["0"].info.run_name == "abmil fold-0" and by_fold["0"].data.tags["method"] == "abmil"
+    assert by_fold["0"].data.tags["stage"] == "train"
     models = client.search_logged_models([exp.experiment_id])
     assert len(models) == 1 and models[0].source_run_id == by_fold["2"].info.run_id
+    assert models[0].name == "abmil-fold-2" and models[0].params == {"head": "abmil"}
+    linked = {(m.key, m.step): m.value for m in models[0].metrics}
+    assert linked == {("train/loss", 1): 0.5, ("val/auroc", 1): 0.5, ("test/auroc", 0): pytest.approx(0.72)}
     spec = mlflow.models.get_model_info(models[0].model_uri).signature.inputs.inputs[0]
     assert spec.shape == (-1, -1, 4)  # any number of bags of any size
     loaded = mlflow.pytorch.load_model(models[0].model_uri)
     with torch.no_grad():
         out = loaded(torch.ones(1, 7, 4))
     assert out.shape == (1, 2) and np.isclose(float(out.sum()), 1.0)
+
+
+def test_the_pipeline_leaves_no_empty_default_experiment(tmp_path):
+    """MLflow makes an empty "Default" in every new store; the first parent run deletes it (a Default with
+    runs stays)."""
+    from mlflow.entities import ViewType
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    client = MlflowClient(uri)
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # MLflow's doing
+    with parent_run("probe", "linear", {}, {}, experiment=experiment_name("", "label", ["a", "b"]), tracking=uri,
+                    root=tmp_path):
+        pass
+    assert [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)] == ["label: a vs b"]
+    assert client.get_experiment("0").lifecycle_stage == "deleted"  # restorable, and MLflow makes no other
+    client.restore_experiment("0")
+    client.create_run("0")
+    with parent_run("probe", "linear", {}, {}, experiment="label: a vs b", tracking=uri, root=tmp_path):
+        pass
+    assert client.get_experiment("0").lifecycle_stage == "active"
+
+
+def test_run_label_names_the_configuration():
+    params = {"train": {"lr": 2e-4, "epochs": 20, "seed": 0}}
+    shown = {"train.lr": "lr", "train.epochs": "epochs"}
+    label = run_label("abmil", params, shown)
+    assert label.startswith("abmil · lr=0.0002 · epochs=20 · ") and len(label.rsplit(" · ", 1)[1]) == 6
+    assert run_label("abmil", params, shown) == label
+    assert run_label("abmil", {"train": {**params["train"], "seed": 1}}, shown) != label  # the digest tells
+    assert experiment_name("", "grade", ["G1", "G2", "G3"]) == "grade: G1 vs G2 vs G3"
+    assert experiment_name("my-study", "grade", ["G1"]) == "my-study" and experiment_name("", "os", []) == "os"
 
 
 def test_parent_failure_is_marked(project):
