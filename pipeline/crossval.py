@@ -2,12 +2,12 @@
 
 :func:`cross_validate` opens the method's MLflow parent run, runs a per-fold function on each fold of
 the splits inside its own child run, handles a failed fold the same way for every stage, and finishes
-with the task kind's files (metrics JSON, pooled predictions, DVC plot data), the parent's summary
+with the task kind's files (headline metrics JSON, details JSON, pooled predictions, DVC plot data), the parent's headline
 metrics and figures, and the share of wall time spent in MLflow.
 
 A failed fold: ``fold_fn`` raising a :class:`~slidemil.core.errors.SlidemilError`, ``ValueError`` or
 ``RuntimeError`` (e.g. one class in the training slides, a non-finite loss naming the slides). Its child
-run ends FAILED with tags ``status=failed`` and ``reason``, the metrics JSON records it as
+run ends FAILED with tags ``status=failed`` and ``reason``, the details JSON records it as
 ``{"fold", "repeat", "status": "failed", "reason"}``, and the other folds go on.
 """
 

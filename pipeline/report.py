@@ -1,6 +1,6 @@
 """The comparison report: every evaluated method × metric, and each method paired against the best.
 
-Pure functions over the metrics summaries (``metrics/<stage>@<name>.json``) and predictions tables
+Pure functions over the methods' summaries (``predictions/<stage>@<name>.details.json``) and predictions tables
 (``predictions/<stage>@<name>.csv``) that ``train``, ``probe`` and ``zeroshot`` write through
 :func:`pipeline.evaluation.finish_method`; the stage reads and writes the files.
 """

@@ -3,8 +3,9 @@
 Each slide's stored patch features are pooled into one embedding (probe.pooling: mean | max | mean+max);
 a tile/ROI dataset is a cohort of 1-patch bags and needs nothing else. Per fold, each probe is fitted on
 the training slides (the linear probe's C chosen on the validation slides from probe.c_grid by
-log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
-predictions/probe@<name>.csv and plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
+log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json (headline numbers),
+predictions/probe@<name>.csv and .details.json (every metric, per fold), plots/probe@<name>/, and MLflow runs
+(a parent per probe, a child per fold).
 
 `slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
 every probe of probe.probes runs.
@@ -100,7 +101,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         if not summary.get("test/n_usable_folds"):
             failed.append(name)
     if failed:
-        log.error("probe(s) %s have no usable fold (see metrics/probe@<name>.json, folds[].reason)", failed)
+        log.error("probe(s) %s have no usable fold (see predictions/probe@<name>.details.json, folds[].reason)", failed)
         return 1
     return 0
 

@@ -1,10 +1,12 @@
 """One comparison report of every evaluated method (MIL heads, probes, zero-shot per k) on the same folds.
 
-Reads metrics/<stage>@<name>.json and predictions/<stage>@<name>.csv of train, probe and zeroshot and
-writes reports/summary.md (methods × AUROC, balanced accuracy, weighted F1, kappa, Brier, ECE as
+Finds the methods by their metrics/<stage>@<name>.json, reads predictions/<stage>@<name>.details.json and
+.csv, and writes reports/summary.md (methods × AUROC, balanced accuracy, weighted F1, kappa, Brier, ECE as
 mean ± std [95% interval] with usable folds; every method paired against the best one by mean test AUROC
-with a bootstrap over the shared test slides) and reports/metrics.json (best method and comparison, for
-`dvc metrics show`), and logs the report as an artifact of a `report@summary` MLflow run.
+with a bootstrap over the shared test slides), reports/metrics.json (best method and each method's mean
+test AUROC, for `dvc metrics show` / `dvc exp show`) and reports/comparison.json (the paired comparison).
+An MLflow `report` run holds the tables (`log_table`) and files, and the report becomes the experiment's
+description.
 
 Only the methods the current params name are reported: train@<head> of train.heads, probe@<name> of
 probe.probes, zeroshot@top<k> of zeroshot.topk when zero-shot ran (its zeroshot.output summary exists and

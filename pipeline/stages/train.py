@@ -5,8 +5,9 @@ head is trained on the fold's training slides with early stopping on its validat
 scored on its test slides. The leakage guard runs first (a patient in two parts of a fold, or a split
 slide missing from the feature store, stops the stage).
 
-Writes per head: models/<head>/fold-<k>.pt (best weights), metrics/train@<head>.json (mean ± std over
-usable folds, 95% bootstrap intervals, per-fold values), predictions/train@<head>.csv,
+Writes per head: models/<head>/fold-<k>.pt (best weights), metrics/train@<head>.json (headline test
+metrics: mean over usable folds and 95% bootstrap intervals), predictions/train@<head>.csv and
+.details.json (every metric's mean ± std and interval, per-fold values),
 plots/train@<head>/roc.csv + confusion.csv, and MLflow runs (a parent per head holding params, tags
 and summary; a child per fold with per-epoch curves, the best epoch's ``best/val_<metric>`` and
 ``best_epoch``, test metrics, figures, attention heatmaps (heads whose attention is not uniform) and the
@@ -89,7 +90,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         job = HeadRun(head, head_kwargs.get(head) or {}, section, data, bags, coords, device)
         summary = _train_head(job, params, task)
         if not summary.get("test/n_usable_folds"):
-            log.error("train@%s: no usable fold (see metrics/train@%s.json `folds` for the reasons)", head, head)
+            log.error("train@%s: no usable fold (see predictions/train@%s.details.json `folds` for the reasons)", head, head)
             status = 1
     return status
 
@@ -163,7 +164,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     """Train and score one fold, log its curves, best epoch, weights, heatmaps and model on ``child``.
 
     Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
-    metrics/train@<head>.json), ``best_epoch`` and ``epochs_run``.
+    predictions/train@<head>.details.json), ``best_epoch`` and ``epochs_run``.
     """
     import torch
 
