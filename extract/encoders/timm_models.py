@@ -17,8 +17,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from slidemil.core.errors import ParamsError
-from slidemil.extract.conch.checkpoint import CheckpointError, check_keys, file_sha256, read_state_dict
+from slidemil.core.hashing import file_sha256
 from slidemil.extract.encoders.base import Encoder, resolve_precision
+from slidemil.extract.encoders.checkpoint import CheckpointError, check_keys, read_state_dict
 from slidemil.extract.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from slidemil.extract.encoders.registry import ENCODERS
 

@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from slidemil.extract.conch.checkpoint import (
+from slidemil.extract.conch.checkpoint import conch_from_state_dict, load_conch_model
+from slidemil.extract.conch.synthetic import synthetic_state_dict
+from slidemil.extract.encoders import create_encoder
+from slidemil.extract.encoders.checkpoint import (
     CheckpointError,
     LoadReport,
-    conch_from_state_dict,
-    load_conch_model,
     read_state_dict,
     unwrap_state_dict,
 )
-from slidemil.extract.conch.synthetic import synthetic_state_dict
-from slidemil.extract.encoders import create_encoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conch"
 CAPTION_KEYS = 11

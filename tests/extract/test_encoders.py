@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from slidemil.core.errors import ParamsError
-from slidemil.extract.conch.checkpoint import CheckpointError
 from slidemil.extract.encoders import create_encoder, list_encoders
+from slidemil.extract.encoders.checkpoint import CheckpointError
 
 # name → (name to build, expected embed_dim, input size); uni_v1 (ViT-L, 300 M params) is slow on CPU
 SWEEP = {
