@@ -7,10 +7,11 @@ validates them before any stage runs. Light on purpose (pydantic only): the stag
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from slidemil.core.hashing import json_sha256
 from slidemil.core.params import Section
@@ -19,6 +20,11 @@ from slidemil.core.params import Section
 NOT_IN_DIGEST = ("output", "fail_if", "memory_budget_mb", "qc_size")
 
 Byte = Annotated[int, Field(ge=0, le=255)]
+
+
+def _invalid(must_be: str) -> PydanticCustomError:
+    """A validation error whose message reads "params key 'x.y' must be <must_be>, got …"."""
+    return PydanticCustomError("invalid", must_be)
 
 
 class TissueSection(Section):
@@ -45,12 +51,13 @@ class TissueSection(Section):
     pen_min_area_mm2: float = Field(0.05, ge=0, description="blue/black objects smaller than this are stain, "
                                                             "not ink (mm²)")
 
-    @model_validator(mode="after")
-    def _band(self) -> TissueSection:
-        if self.min_threshold > self.max_threshold:
-            raise ValueError(f"min_threshold ({self.min_threshold}) must not exceed max_threshold "
-                             f"({self.max_threshold})")
-        return self
+    @field_validator("max_threshold")
+    @classmethod
+    def _band(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_threshold")
+        if low is not None and value < low:
+            raise _invalid(f"at least min_threshold ({low})")
+        return value
 
     def params(self) -> Any:
         """This section as the ``TissueParams`` that ``tissue_mask`` takes."""
@@ -78,14 +85,20 @@ class TileSection(Section):
                                                                                    "slides or any slide failed")
     tissue: TissueSection = Field(default_factory=TissueSection, description="tissue segmentation")
 
-    @model_validator(mode="after")
-    def _ranges(self) -> TileSection:
-        if self.overlap >= self.patch_size:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than patch_size ({self.patch_size})")
-        low, high = self.mpp_range
-        if not 0 < low < high:
-            raise ValueError(f"mpp_range must be [low, high] µm/px with 0 < low < high, got {list(self.mpp_range)}")
-        return self
+    @field_validator("overlap")
+    @classmethod
+    def _overlap(cls, value: int, info: ValidationInfo) -> int:
+        size = info.data.get("patch_size")
+        if size is not None and value >= size:
+            raise _invalid(f"smaller than patch_size ({size})")
+        return value
+
+    @field_validator("mpp_range")
+    @classmethod
+    def _mpp_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] < value[1]:
+            raise _invalid("[low, high] µm/px with 0 < low < high")
+        return value
 
     def digest(self, mpp_override: float | None) -> str:
         """sha256 (first 16 hex digits) of what decides a slide's tiles: this section minus
@@ -104,7 +117,7 @@ class ExtractSection(Section):
                                             "synthetic weights (WARNING)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$", description="auto | cpu | cuda | cuda:<i>")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:<i>")
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="patches per batch (auto: 256 on CUDA, 16 on CPU)")
     num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -121,5 +134,12 @@ class ExtractSection(Section):
     @classmethod
     def _scheduler(cls, value: Any) -> Any:
         if isinstance(value, str) and value not in ("none", "local") and "://" not in value:
-            raise ValueError(f"none, local or a scheduler address like tcp://host:8786, not {json.dumps(value)}")
+            raise _invalid("none, local or a scheduler address like tcp://host:8786")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise _invalid("auto, cpu, cuda or cuda:<index>")
         return value

@@ -1,4 +1,5 @@
-"""Registry entries built on timm: ``uni_v1``, ``resnet50_trunc``, ``timm`` (``timm:<model>``) and ``tiny_test``.
+"""Registry entries built on timm: ``uni_v1``, ``resnet50_trunc``, ``timm`` (``timm:<model>``), ``tiny_test``
+and ``nan_test``.
 
 Weights come from a local checkpoint only (never downloaded); ``random[:seed]`` gives seeded random
 weights for tests and benchmarks (``weights_sha256 = "random:<seed>"``).
@@ -7,7 +8,7 @@ weights for tests and benchmarks (``weights_sha256 = "random:<seed>"``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import timm
@@ -202,3 +203,22 @@ def tiny_test(checkpoint: str | Path | None, device: torch.device, precision: st
         spec,
         "TEST ONLY random tiny ViT CLS token, 64-d",
     )
+
+
+#: nan_test: mean normalised intensity above which a patch is blank glass (raw RGB mean above ~230 of 255).
+NAN_TEST_GLASS = 0.8
+
+
+@ENCODERS.register("nan_test")
+def nan_test(checkpoint: str | Path | None, device: torch.device, precision: str) -> Encoder:
+    """TEST ONLY: ``tiny_test`` whose feature row is NaN for a blank-glass patch (mean normalised intensity
+    above ``NAN_TEST_GLASS``), so tests see an encoder fail on some patches of some slides.
+    """
+    tiny = tiny_test(checkpoint, device, precision)
+
+    def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        glass = x.float().mean(dim=(1, 2, 3)) > NAN_TEST_GLASS
+        return torch.where(glass[:, None], torch.full_like(out, float("nan")), out)
+
+    return replace(tiny, id="nan_test", features=features, embedding="TEST ONLY: tiny_test, NaN on blank glass")
