@@ -1,4 +1,4 @@
-"""CONCH v1 checkpoints (docs/conch.md §4, §6): local ``pytorch_model.bin``, ``hf_hub:`` or synthetic, and the
+"""CONCH v1 checkpoints (docs/conch.md §2, §5, §6): local ``pytorch_model.bin``, ``hf_hub:`` or synthetic, and the
 CONCH key rules (decoder and ``attn_mask`` keys dropped, caption pooler optional as a whole).
 
 The official loader ignores missing and unexpected keys; here every required key must be present and
@@ -86,7 +86,7 @@ def parse_synthetic(checkpoint: str) -> int | None:
 def load_conch_model(checkpoint: str | Path | None) -> tuple[ConchModel, str, LoadReport]:
     """Build CONCH v1 from a checkpoint spec; returns (ConchModel on CPU, weights_sha256, LoadReport).
 
-    ``checkpoint``: a local file, ``"hf_hub:MahmoodLab/conch"``, ``"synthetic[:seed]"`` (SPEC §6 weights
+    ``checkpoint``: a local file, ``"hf_hub:MahmoodLab/conch"``, ``"synthetic[:seed]"`` (docs/conch.md §6 weights
     made in memory, ``weights_sha256 = "synthetic:<seed>"``) or None (env ``CONCH_CHECKPOINT``).
     The model is built on the meta device and takes the checkpoint's tensors without a copy.
     Raises CheckpointError (no checkpoint given, unreadable file, key or shape mismatch).

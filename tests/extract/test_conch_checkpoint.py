@@ -1,4 +1,4 @@
-"""CONCH checkpoint loading: strict keys with the allowlist of SPEC §2, wrappers, optional caption pooler.
+"""CONCH checkpoint loading: strict keys with the allowlist of docs/conch.md §2, wrappers, optional caption pooler.
 
 Manipulates the in-memory synthetic state dict (models are built on the meta device and take its
 tensors without a copy, so each case costs no extra 800 MB).
@@ -34,7 +34,7 @@ def sd():
 @pytest.fixture(scope="module")
 def raw224_expected():
     g2 = torch.Generator().manual_seed(2)
-    torch.randn(2, 3, 448, 448, generator=g2)  # advance the generator past raw448 (SPEC §6 order)
+    torch.randn(2, 3, 448, 448, generator=g2)  # advance the generator past raw448 (docs/conch.md §6 order)
     raw224 = torch.randn(1, 3, 224, 224, generator=g2)
     return raw224, np.load(DATA / "expected_seed1.npz")["raw224_image_pc0_norm0"]
 
