@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slidemil.core.errors import SlidemilError
-from slidemil.core.params import load_params, stage_params
+from slidemil.core.params import load_params, read_section, stage_params
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -80,8 +80,10 @@ def validate_sections(params: dict) -> None:
 
     sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
     for name, module_name in STAGES.items():
-        defaults = getattr(importlib.import_module(module_name), "DEFAULTS", None)
-        if defaults:
+        module = importlib.import_module(module_name)
+        if getattr(module, "SECTION", None) is not None:  # a section declared as a pydantic model
+            read_section(params, name, module.SECTION)
+        elif defaults := getattr(module, "DEFAULTS", None):
             sections[name] = defaults
     for section, defaults in sections.items():
         stage_params(params, section, defaults)

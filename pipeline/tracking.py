@@ -12,7 +12,6 @@ seconds spent in MLflow are counted (:attr:`Run.seconds`) so the stage can repor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from slidemil.core.hashing import file_sha256, json_sha256
 
 MLFLOW_DEFAULTS: dict[str, Any] = {
     "experiment": "",  # experiment name; empty → the task's label column
@@ -62,17 +63,12 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return file_sha256(path)
 
 
 def json_digest(obj: Any) -> str:
-    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys); e.g. a store's per-slide attrs."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys, compact); e.g. a store's per-slide attrs."""
+    return json_sha256(obj, compact=True)
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:

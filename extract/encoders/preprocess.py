@@ -44,7 +44,7 @@ class PilPreprocess:
     """Reference CPU path: PIL image (any mode) → float tensor [3, size, size].
 
     torchvision ``Resize(size)`` + ``CenterCrop(size)`` on the PIL image, then ``convert("RGB")``,
-    ``ToTensor`` and ``Normalize`` — the order of CONCH's transform (SPEC §4.1). Picklable for DataLoader workers.
+    ``ToTensor`` and ``Normalize`` — the order of CONCH's transform (docs/conch.md §4.1). Picklable for DataLoader workers.
     """
 
     def __init__(self, spec: Preprocessing) -> None:

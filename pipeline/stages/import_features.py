@@ -86,7 +86,8 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
     Raises:
         StoreError, ParamsError: the file is unreadable or incomplete, or does not fit the store.
     """
-    from slidemil.extract.store import FeatureStoreWriter, inputs_digest
+    from slidemil.core.hashing import json_sha256
+    from slidemil.extract.store import FeatureStoreWriter
 
     features, coords, attrs = read_feature_file(path)
     attrs = _complete_attrs(path, attrs, args)
@@ -100,8 +101,8 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
                          f"store {writer.path} ({target['encoder_id']!r}, D={target['dim']}); import them into "
                          "another --output")
     stat = path.stat()
-    digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-                            **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
+    digest = json_sha256({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                          **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
     if writer.is_up_to_date(path.stem, digest):
         return
     with writer.lock(path.stem) as lock:

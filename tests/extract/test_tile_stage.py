@@ -10,6 +10,8 @@ import tifffile
 from PIL import Image
 
 from slidemil.core.errors import ParamsError
+from slidemil.core.params import read_section
+from slidemil.extract.sections import TileSection
 from slidemil.extract.slide import open_slide
 from slidemil.extract.tiles import open_tiles
 from slidemil.pipeline.stages import tile
@@ -148,7 +150,19 @@ def test_exit_status_when_no_slide_succeeds(tmp_path):
     assert code == 1 and manifest.loc["a", "status"] == "failed"
 
 
-@pytest.mark.parametrize(("key", "value"), [("overlap", 512), ("fail_if", "sometimes"), ("min_tissue_fraction", 1.5)])
-def test_bad_params_are_named(key, value):
-    with pytest.raises(ParamsError, match=f"tile.{key}"):
-        tile.validate({**tile.DEFAULTS, key: value})
+@pytest.mark.parametrize(("key", "value", "must_be"), [
+    ("overlap", 512, "smaller than patch_size"), ("fail_if", "sometimes", "'all_failed' or 'any_failed'"),
+    ("min_tissue_fraction", 1.5, "less than or equal to 1"), ("mpp_range", [5.0, 1.0], "0 < low < high"),
+    ("tissue", {"otsu": "yes"}, "boolean"), ("tissue", {"max_threshold": 5}, "at least min_threshold"),
+])
+def test_bad_params_are_named(key, value, must_be):
+    with pytest.raises(ParamsError, match=f"'tile.{key}.*' must be .*{must_be}"):
+        tile.run({"tile": {key: value}}, argparse.Namespace(force=False))
+
+
+def test_whole_number_floats_are_integers_and_the_digest_is_stable():
+    """`dvc exp run -S tile.patch_size=512.0` works, and the resume key of the default section is the one
+    the stage has always written (tiles made before the section became a model stay up to date)."""
+    section = read_section({"tile": {"patch_size": 512.0}}, "tile", TileSection)
+    assert section.patch_size == 512 and isinstance(section.patch_size, int)
+    assert section.digest(None) == TileSection().digest(None) == "6c569cc4e0bc06e5"  # as written before
