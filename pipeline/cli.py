@@ -1,7 +1,10 @@
 """The ``slidemil`` command line: one sub-command per stage.
 
-Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``DEFAULTS`` (its
-``params.yaml`` section), optionally ``add_arguments(parser)``, and ``run(params, args) -> int``.
+Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``SECTION`` (the
+pydantic model of its ``params.yaml`` section, a :class:`slidemil.core.params.Section`; sections not yet
+converted give a ``DEFAULTS`` dict instead), optionally ``add_arguments(parser)``, and
+``run(params, args) -> int``. ``--help`` lists the section's keys, defaults and descriptions (a stage
+whose section holds plug-in options gives its rows with ``help_rows()``).
 A stage that can run outside a project folder sets ``NEEDS_PARAMS = False``.
 Stage modules keep heavy imports (torch, mlflow, …) inside ``run`` so ``--help`` stays fast.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slidemil.core.errors import SlidemilError
-from slidemil.core.params import load_params, stage_params
+from slidemil.core.params import load_params, read_section, section_defaults, stage_params
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in STAGES.items():
         module = importlib.import_module(module_name)
         stage_parser = sub.add_parser(
-            name, help=module.HELP, description=module.__doc__, parents=[common],
+            name, help=module.HELP, description=module.__doc__, parents=[common], epilog=_params_help(name, module),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if hasattr(module, "add_arguments"):
@@ -69,22 +72,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _params_help(name: str, module) -> str | None:
+    """The stage's params keys with defaults (and descriptions, for a pydantic section), for ``--help``."""
+    section = getattr(module, "SECTION", None)
+    if hasattr(module, "help_rows"):  # a section with plug-in options (probe.probe_kwargs.<probe>.*)
+        rows = module.help_rows()
+    elif section is not None:
+        rows = section_defaults(section)
+    elif getattr(module, "DEFAULTS", None):
+        rows = [(key, default, "") for key, default in _flat(module.DEFAULTS)]
+    else:
+        return None
+    lines = [f"params.yaml `{name}:` keys (defaults; change one with --set {name}.KEY=VALUE):"]
+    for key, default, text in rows:
+        lines.append(f"  {key} = {default!r}" + (f"\n      {text}" if text else ""))
+    return "\n".join(lines)
+
+
+def _flat(defaults: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = []
+    for key, value in defaults.items():
+        if isinstance(value, dict) and value:
+            rows.extend(_flat(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
 def validate_sections(params: dict) -> None:
-    """Check every section of the params (unknown or misspelled keys, wrong types) before any stage works.
+    """Check every section of the params (unknown or misspelled keys, wrong types, values out of range)
+    before any stage works.
 
-    A stage validates its own section again with its extra rules; this catches a typo in a later
-    stage's section before an earlier, long stage runs. Raises ParamsError.
+    A stage reads its own section again; this catches a typo in a later stage's section before an earlier,
+    long stage runs. Raises ParamsError.
     """
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
-    from slidemil.splits.task import TASK_DEFAULTS
+    from slidemil.pipeline.tracking import MlflowSection
+    from slidemil.splits.task import TaskSection
 
-    sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
+    models = {"task": TaskSection, "mlflow": MlflowSection}
     for name, module_name in STAGES.items():
-        defaults = getattr(importlib.import_module(module_name), "DEFAULTS", None)
-        if defaults:
-            sections[name] = defaults
-    for section, defaults in sections.items():
-        stage_params(params, section, defaults)
+        module = importlib.import_module(module_name)
+        if getattr(module, "SECTION", None) is not None:
+            models[name] = module.SECTION
+        elif getattr(module, "DEFAULTS", None):
+            stage_params(params, name, module.DEFAULTS)
+    for name, model in models.items():
+        read_section(params, name, model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,9 +151,9 @@ def cross_validate(
 def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[str, Any]) -> Tracking:
     """The :class:`Tracking` of a stage: experiment and store from ``params``' ``mlflow`` section (experiment
     empty → the task's label), parent params = ``task`` section + ``logged``."""
-    from slidemil.core.params import stage_params
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.tracking import MlflowSection
 
-    section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    return Tracking(experiment=section["experiment"] or data.splits["label"], tracking_uri=section["tracking_uri"],
+    section = read_section(params, "mlflow", MlflowSection)
+    return Tracking(experiment=section.experiment or data.splits["label"], tracking_uri=section.tracking_uri,
                     params={"task": params.get("task") or {}, **logged})

@@ -23,10 +23,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MLFLOW_DEFAULTS: dict[str, Any] = {
-    "experiment": "",  # experiment name; empty → the task's label column
-    "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
-}
+from pydantic import Field
+
+from slidemil.core.params import Section
+
+
+class MlflowSection(Section):
+    """The ``mlflow:`` params section."""
+
+    experiment: str = Field("", description="experiment name; empty: the task's label column")
+    tracking_uri: str = Field("", description="tracking store; empty: env MLFLOW_TRACKING_URI, else "
+                              "sqlite:///<repo root>/mlflow.db")
+
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request

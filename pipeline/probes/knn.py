@@ -5,20 +5,26 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from pydantic import Field
 from sklearn.neighbors import KNeighborsClassifier
 
-from slidemil.pipeline.probes.registry import PROBES
+from slidemil.core.params import Section
+from slidemil.pipeline.probes.registry import PROBES, Probe
 
 
 @PROBES.register("knn")
-class KNNProbe(ClassifierMixin, BaseEstimator):
+class KNNProbe(Probe):
     """Majority vote of the ``n_neighbors`` training slides most cosine-similar to each query.
 
     ``predict_proba`` is the fraction of neighbours of each class. ``n_neighbors`` is clipped to the
     number of training slides (small cohorts, few-shot folds), with a warning when all of them vote.
     Input shape (n_samples, n_features).
     """
+
+    class Options(Section):
+        """``probe.probe_kwargs.knn``."""
+
+        n_neighbors: int = Field(20, ge=1, description="neighbours voting (clipped to the training slides)")
 
     def __init__(self, n_neighbors: int = 20) -> None:
         self.n_neighbors = n_neighbors
@@ -31,7 +37,7 @@ class KNNProbe(ClassifierMixin, BaseEstimator):
         if k == len(x):
             warnings.warn(
                 f"kNN probe: n_neighbors={self.n_neighbors} ≥ {len(x)} training slides, so every query gets the "
-                "training class frequencies (AUROC 0.5); lower probe.knn_k",
+                "training class frequencies (AUROC 0.5); lower probe.probe_kwargs.knn.n_neighbors",
                 UserWarning,
                 stacklevel=2,
             )

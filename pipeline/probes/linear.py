@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from pydantic import Field, PositiveFloat
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from slidemil.pipeline.probes.registry import PROBES
+from slidemil.core.params import Section
+from slidemil.pipeline.probes.registry import PROBES, Probe, Search
 
 
 @PROBES.register("linear")
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class LinearProbe(Probe):
     """``StandardScaler`` → ``LogisticRegression`` (L2, lbfgs) on embeddings of shape (n_samples, n_features).
 
     Args:
@@ -20,6 +23,19 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         class_weight: ``"balanced"`` (weights ∝ 1/class frequency) or ``None``.
         max_iter: lbfgs iterations.
     """
+
+    class Options(Section):
+        """``probe.probe_kwargs.linear``."""
+
+        c_grid: list[PositiveFloat] = Field([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2], min_length=1, description=(
+            "inverse regularisation C, chosen per fold by validation log-loss (ties: the smaller C)"))
+        class_weight: Literal["balanced", "none"] = Field("balanced", description="balanced (weights ∝ 1/class "
+                                                           "frequency) | none")
+
+    @classmethod
+    def from_options(cls, options: Options) -> tuple[LinearProbe, Search]:
+        """The probe with ``class_weight``, searching ``C`` over the ascending ``c_grid``."""
+        return cls(class_weight=None if options.class_weight == "none" else "balanced"), ("C", sorted(options.c_grid))
 
     def __init__(self, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 2000) -> None:
         self.C = C

@@ -142,8 +142,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def read_section(params: dict[str, Any], name: str, model: type[S]) -> S:
+def read_section(params: dict[str, Any], name: str, model: type[S], prefix: str = "") -> S:
     """Validate ``params[name]`` (absent or empty → all defaults) against ``model``.
+
+    ``prefix`` is prepended to ``name`` in messages, for a nested mapping validated on its own (e.g.
+    ``probe.probe_kwargs.`` + ``knn``).
 
     Raises:
         ParamsError: one line per problem, each naming the dotted key (``train.epochs``), what it must be
@@ -153,11 +156,11 @@ def read_section(params: dict[str, Any], name: str, model: type[S]) -> S:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params section {name!r} must be a mapping, got {raw!r}")
+        raise ParamsError(f"params section {prefix + name!r} must be a mapping, got {raw!r}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(validation_message(name, model, exc)) from None
+        raise ParamsError(validation_message(prefix + name, model, exc)) from None
 
 
 def validation_message(name: str, model: type[BaseModel], exc: ValidationError) -> str:
@@ -192,18 +195,24 @@ def _field_path(model: type[BaseModel], loc: list[str]) -> list[str]:
     path: list[str] = []
     current: type[BaseModel] | None = model
     for part in loc:
-        if current is None or part not in current.model_fields:
+        fields = _keys(current) if current is not None else {}
+        if part not in fields:
             break
         path.append(part)
-        annotation = current.model_fields[part].annotation
+        annotation = fields[part].annotation
         current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     return path or loc[:1]
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The params keys of ``model`` (a field's alias where it has one, e.g. ``json``) → their FieldInfo."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def section_defaults(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
     """``(dotted key, default, description)`` of every field of ``model``, nested models flattened (for --help)."""
     rows: list[tuple[str, Any, str]] = []
-    for key, field in model.model_fields.items():
+    for key, field in _keys(model).items():
         dotted = f"{prefix}{key}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -217,9 +226,9 @@ def section_defaults(model: type[BaseModel], prefix: str = "") -> list[tuple[str
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     """Field names of the (nested) model reached by ``loc``; empty if ``loc`` leaves the models."""
     for part in loc:
-        field = model.model_fields.get(part)
+        field = _keys(model).get(part)
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return list(_keys(model))
