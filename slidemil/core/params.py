@@ -178,15 +178,17 @@ def validation_message(name: str, model: type[BaseModel], exc: ValidationError) 
             clauses.setdefault(f"unknown params key {dotted!r}{_did_you_mean(loc[-1], known)}", [])
             continue
         dotted = ".".join([name, *_field_path(model, loc)])
-        msg = error["msg"][0].lower() + error["msg"][1:]
-        clauses.setdefault(f"params key {dotted!r}", []).append(msg.removeprefix("input should be "))
+        # pydantic says "<Input|String|List> should <rule>": kept as "must <rule>"
+        subject, should, rule = error["msg"].partition(" should ")
+        msg = rule if should else error["msg"][0].lower() + error["msg"][1:]
+        clauses.setdefault(f"params key {dotted!r}", []).append(msg)
         given[f"params key {dotted!r}"] = error.get("input")
     parts = []
     for head, msgs in clauses.items():
         if not msgs:
             parts.append(head)
         else:
-            parts.append(f"{head} must be {' or '.join(dict.fromkeys(msgs))}, got {given[head]!r}")
+            parts.append(f"{head} must {' or '.join(dict.fromkeys(msgs))}, got {given[head]!r}")
     return "; ".join(parts)
 
 
