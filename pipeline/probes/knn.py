@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 from pydantic import Field
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from slidemil.core.params import Section
 from slidemil.pipeline.probes.registry import PROBES, Probe
@@ -31,6 +32,7 @@ class KNNProbe(Probe):
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> KNNProbe:
         """Store the training embeddings ``x`` (n_samples, n_features) and labels ``y``."""
+        x, y = validate_data(self, x, y, reset=True)
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be ≥ 1, got {self.n_neighbors}")
         k = min(self.n_neighbors, len(x))
@@ -49,8 +51,10 @@ class KNNProbe(Probe):
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Neighbour-vote fractions of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        return self.model_.predict_proba(x)
+        check_is_fitted(self, "model_")
+        return self.model_.predict_proba(validate_data(self, x, reset=False))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Majority class among the neighbours, shape (n_samples,)."""
-        return self.model_.predict(x)
+        check_is_fitted(self, "model_")
+        return self.model_.predict(validate_data(self, x, reset=False))

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveFloat
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from slidemil.core.params import Section
 from slidemil.pipeline.probes.registry import PROBES, Probe, Search
@@ -44,17 +45,21 @@ class LinearProbe(Probe):
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearProbe:
         """Fit on embeddings ``x`` (n_samples, n_features) and labels ``y`` (n_samples,)."""
+        x, y = validate_data(self, x, y, reset=True)
         self.pipeline_: Pipeline = make_pipeline(
             StandardScaler(),
             LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter),
         ).fit(x, y)
         self.classes_ = self.pipeline_.classes_
+        self.n_iter_ = self.pipeline_[-1].n_iter_
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        return self.pipeline_.predict_proba(x)
+        check_is_fitted(self, "pipeline_")
+        return self.pipeline_.predict_proba(validate_data(self, x, reset=False))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Most probable class per sample, shape (n_samples,)."""
-        return self.pipeline_.predict(x)
+        check_is_fitted(self, "pipeline_")
+        return self.pipeline_.predict(validate_data(self, x, reset=False))

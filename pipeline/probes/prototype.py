@@ -54,4 +54,5 @@ class PrototypeProbe(Probe):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class of the nearest prototype, shape (n_samples,)."""
-        return self.classes_[self._squared_distances(x).argmin(axis=1)]
+        nearest = self._squared_distances(x).argmin(axis=1)  # checks the fit first
+        return self.classes_[nearest]

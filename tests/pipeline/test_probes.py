@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from slidemil.pipeline.probes import (
     create_probe,
@@ -40,6 +41,11 @@ def test_registry_lists_the_three_probes():
     assert {"linear", "knn", "prototype"} <= set(list_probes())
     with pytest.raises(KeyError, match="registered"):
         create_probe("linaer")
+
+
+@parametrize_with_checks([create_probe(name) for name in list_probes()])
+def test_probes_pass_the_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)  # the fold loop clones, fits and scores every probe alike
 
 
 @pytest.mark.parametrize("name", list_probes())
