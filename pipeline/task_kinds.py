@@ -10,6 +10,7 @@ and a one-line summary for the log. A new kind is a class registered with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,7 +37,7 @@ class TaskKind(Protocol):
         """One fold's test predictions (rows: slides) in the kind's layout."""
 
     def finish(self, stage: str, method: str, predictions: pd.DataFrame, folds: Sequence[Mapping[str, Any]],
-               n_bootstrap: int, seed: int, root: str | Path = ".") -> dict[str, float]:
+               bootstrap: Bootstrap, root: str | Path = ".") -> dict[str, float]:
         """Write ``metrics|predictions|plots/<stage>@<method>``; return the flat summary (``test/n_usable_folds``
         and ``n_failed_folds`` included)."""
 
@@ -51,6 +52,14 @@ class TaskKind(Protocol):
 
 
 TASK_KINDS: Registry = Registry("task kind")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Resampling of the pooled out-of-fold predictions over slides: ``n`` resamples (0: no intervals), ``seed``."""
+
+    n: int = 1000
+    seed: int = 0
 
 
 @TASK_KINDS.register("classification")
@@ -78,10 +87,11 @@ class Classification:
 
         return predictions_table(slide_ids, patient_ids, y_true, outputs, self.classes, fold, repeat)
 
-    def finish(self, stage, method, predictions, folds, n_bootstrap, seed, root=".") -> dict[str, float]:
-        from slidemil.pipeline.evaluation import finish_method
+    def finish(self, stage, method, predictions, folds, bootstrap, root=".") -> dict[str, float]:
+        from slidemil.pipeline.evaluation import Scoring, finish_method
 
-        return finish_method(stage, method, predictions, self.classes, folds, self.ordered, n_bootstrap, seed, root)
+        scoring = Scoring(tuple(self.classes), self.ordered, bootstrap.n, bootstrap.seed)
+        return finish_method(stage, method, predictions, folds, scoring, root)
 
     def pooled(self, predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         from slidemil.pipeline.evaluation import pooled_by_slide

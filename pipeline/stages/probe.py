@@ -81,7 +81,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import features_path, load_method_data
     from slidemil.pipeline.probes import PROBES, fit_probe, pool_bag, predict_proba_all, probe_from_options
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
     from slidemil.splits.task import load_task
 
     section = read_section(params, "probe", ProbeSection)
@@ -112,7 +112,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         probe_params = {**logged, "probe_kwargs": {name: options.model_dump()}}  # this probe's, defaults filled
         tracking = tracking_for(params, data, {"probe": probe_params, "method": f"probe@{name}"})
         summary = cross_validate("probe", name, data, fit_predict, kind=kind, tracking=tracking,
-                                 n_bootstrap=section.n_bootstrap, seed=section.seed)
+                                 bootstrap=Bootstrap(section.n_bootstrap, section.seed))
         if not summary.get("test/n_usable_folds"):
             failed.append(name)
     if failed:

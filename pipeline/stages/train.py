@@ -128,13 +128,13 @@ class HeadRun:
 
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
 
     logged = {"train": {**job.section.model_dump(), "head_kwargs": job.kwargs}, "head": job.head,
               "features": str(job.data.store.path), "method": f"train@{job.head}"}
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
                           kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
-                          n_bootstrap=job.section.n_bootstrap, seed=job.section.seed, fold_figures=True)
+                          bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
 
 
 def _train_fold(job: HeadRun, fold: dict[str, Any], child):

@@ -100,7 +100,7 @@ def _evaluate(params: dict[str, Any], section: ZeroshotSection) -> dict[str, dic
     from slidemil.extract.encoders import create_encoder
     from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import load_method_data
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
     from slidemil.pipeline.zeroshot import (
         class_text_embeddings,
         load_prompts,
@@ -153,6 +153,6 @@ def _evaluate(params: dict[str, Any], section: ZeroshotSection) -> dict[str, dic
 
         method_tracking = replace(tracking, params={**tracking.params, "method": f"zeroshot@top{k}"})
         summary = cross_validate("zeroshot", f"top{k}", data, predict, kind=kind, tracking=method_tracking,
-                                 n_bootstrap=section.n_bootstrap, seed=section.seed)
+                                 bootstrap=Bootstrap(section.n_bootstrap, section.seed))
         summaries[f"top{k}"] = {key: v for key, v in summary.items() if key.startswith("test/")}
     return summaries
