@@ -58,18 +58,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Whole-slide image pipeline: tile → extract → split → train / probe / zeroshot → report. "
         "Run from the project folder; every stage reads params.yaml there.",
     )
-    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True, parser_class=_StageParser)
     common = _common_options()
     for name, module_name in STAGES.items():
         module = importlib.import_module(module_name)
         stage_parser = sub.add_parser(
-            name, help=module.HELP, description=module.__doc__, parents=[common], epilog=_params_help(name, module),
+            name, help=module.HELP, description=module.__doc__, parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        stage_parser.params_help = (name, module)
         if hasattr(module, "add_arguments"):
             module.add_arguments(stage_parser)
         stage_parser.set_defaults(_module=module)
     return parser
+
+
+class _StageParser(argparse.ArgumentParser):
+    """A stage's parser; its params section is listed below the options, built only when help is shown
+    (listing the probes' options imports scikit-learn)."""
+
+    params_help: tuple[str, object] | None = None
+
+    def format_help(self) -> str:
+        if self.params_help is not None and self.epilog is None:
+            self.epilog = _params_help(*self.params_help)
+        return super().format_help()
 
 
 def _params_help(name: str, module) -> str | None:
