@@ -22,12 +22,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from slidemil.core.hashing import file_sha256, json_sha256
+from pydantic import Field
 
-MLFLOW_DEFAULTS: dict[str, Any] = {
-    "experiment": "",  # experiment name; empty → the task's label column
-    "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
-}
+from slidemil.core.hashing import file_sha256, json_sha256
+from slidemil.core.params import Section
+
+
+class MlflowSection(Section):
+    """The ``mlflow:`` params section."""
+
+    experiment: str = Field("", description="experiment name; empty: the task's label column")
+    tracking_uri: str = Field("", description="tracking store; empty: env MLFLOW_TRACKING_URI, else "
+                              "sqlite:///<repo root>/mlflow.db")
+
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request
@@ -132,13 +139,14 @@ class Run:
     """One MLflow run addressed by ID; metrics are buffered and sent in batches.
 
     Attributes:
-        run_id: the MLflow run ID.
+        run_id: the MLflow run ID; tracking: the store's URI.
         seconds: wall seconds spent in MLflow calls through this object (and its children).
     """
 
-    def __init__(self, client, run_id: str, clock: list[float]) -> None:
+    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "") -> None:
         self.client = client
         self.run_id = run_id
+        self.tracking = tracking  # the store's URI (for mlflow.pytorch.log_model)
         self._clock = clock  # shared by a parent and its children: [seconds]
         self._buffer: list = []
 
@@ -255,9 +263,8 @@ class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
     def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str) -> None:
-        super().__init__(client, run_id, clock)
+        super().__init__(client, run_id, clock, tracking)
         self.experiment_id = experiment_id
-        self.tracking = tracking
 
     @contextmanager
     def fold_run(self, fold: int, repeat: int = 0, tags: Mapping[str, Any] | None = None) -> Iterator[Run]:
@@ -269,7 +276,7 @@ class ParentRun(Run):
         name = f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
         with self._timed():
             info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
-        child = Run(self.client, info.run_id, self._clock)
+        child = Run(self.client, info.run_id, self._clock, self.tracking)
         with _terminate_on_exit(child):
             yield child
 

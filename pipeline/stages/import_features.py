@@ -28,7 +28,6 @@ from slidemil.core.errors import ParamsError, SlidemilError, StoreError
 
 HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
 NEEDS_PARAMS = False  # runs outside a project folder too
-DEFAULTS: dict[str, Any] = {}
 ENCODER_KEYS = ("encoder_id", "encoder", "model_name", "patch_encoder")
 PATCH_SIZE_KEYS = ("patch_size_level0", "patch_size")
 MAGNIFICATION_KEYS = ("target_magnification", "magnification")

@@ -18,40 +18,39 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, StrictBool
+
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import stage_params
+from slidemil.core.params import read_section
+from slidemil.pipeline.train_config import TrainConfig
 
 HELP = "MIL heads on the feature store, cross-validated on the splits' folds → metrics/train@<head>.json"
 
-DEFAULTS: dict[str, Any] = {
-    "heads": ["abmil"],  # heads trained without --head (slidemil train --help lists the registered ones)
-    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
-    "splits": "data/splits.json",  # folds (split)
-    "models": "models",  # best weights → <models>/<head>/fold-<k>.pt
-    "epochs": 20,
-    "lr": 2.0e-4,  # AdamW peak learning rate
-    "weight_decay": 1.0e-4,
-    "warmup_epochs": 1,  # linear warm-up, then cosine decay to 0
-    "batch_size": 4,  # bags per padded mini-batch
-    "max_instances": 4096,  # random patches per bag in training (0: all); validation/test see whole bags
-    "patience": 5,  # epochs without improvement of `monitor` before stopping (0: never stop early)
-    "monitor": "val/auroc",  # val/auroc | val/loss; best epoch's weights are restored
-    "class_balance": "weights",  # weights (inverse-frequency loss weights) | sampler | none
-    "grad_clip": 1.0,  # max gradient norm (0: off)
-    "bucket_batches": 50,  # batches formed from windows of bucket_batches×batch_size bags sorted by length (0: random)
-    "seed": 0,
-    "head_kwargs": {},  # per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}}
-    "bag_weight": 0.7,  # CLAM: weight of the bag loss against the instance-clustering loss
-    "device": "auto",  # auto (cuda if available) | cpu | cuda | cuda:1
-    "amp": True,  # bf16 autocast on CUDA
-    "log_model": True,  # mlflow.pytorch.log_model per fold (false: weights only under models/)
-    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
-    "n_heatmaps": 2,  # attention heatmaps of this many test slides per fold
-}
+class TrainSection(TrainConfig):
+    """The ``train:`` params section: the trainer's hyper-parameters (:class:`TrainConfig`) and the stage's keys."""
+
+    heads: list[str] = Field(["abmil"], min_length=1, description="MIL heads trained without --head "
+                             "(slidemil train --help lists the registered ones)")
+    features: str = Field("", description="feature store; empty: data/features/<extract.encoder>.zarr")
+    splits: str = Field("data/splits.json", description="folds (split)")
+    models: str = Field("models", description="best weights → <models>/<head>/fold-<k>.pt")
+    head_kwargs: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}} "
+        "(each head checks its own)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (cuda if available) | cpu | cuda | cuda:<i>")
+    log_model: StrictBool = Field(True, description="mlflow.pytorch.log_model per fold (false: weights only "
+                                  "under models/)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
+                             "(95% intervals; 0: none)")
+    n_heatmaps: int = Field(2, ge=0, description="attention heatmaps of this many test slides per fold")
+
+
+SECTION = TrainSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -66,45 +65,31 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
     from slidemil.mil_models import list_mil_models
     from slidemil.pipeline.data import features_path, load_method_data
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
     from slidemil.splits.task import load_task
 
-    section, head_kwargs = _section(params)
-    stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    heads = [args.head] if getattr(args, "head", None) else list(section["heads"])
+    section = read_section(params, "train", TrainSection)
+    head_kwargs = section.head_kwargs
+    heads = [args.head] if getattr(args, "head", None) else list(section.heads)
     unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
     if unknown or not heads:
         raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
     task = load_task(params)
-    device = section["device"]
+    device = section.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = features_path(section["features"], params)
-    data = load_method_data(features, section["splits"])  # runs the leakage guard
+    features = features_path(section.features, params)
+    data = load_method_data(features, section.splits)  # runs the leakage guard
     bags, coords = _load_bags(data)
     log.info("train: %d bags from %s (%s), %d folds, heads %s on %s", len(bags), features,
              data.store.encoder_id, len(data.splits["folds"]), heads, device)
     status = 0
     for head in heads:
-        summary = _train_head(head, head_kwargs.get(head) or {}, section, params, data, bags, coords, task.ordered,
-                              device)
+        job = HeadRun(head, head_kwargs.get(head) or {}, section, data, bags, coords, device)
+        summary = _train_head(job, params, task)
         if not summary.get("test/n_usable_folds"):
             log.error("train@%s: no usable fold (see metrics/train@%s.json `folds` for the reasons)", head, head)
             status = 1
     return status
-
-
-def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The validated ``train:`` section and its per-head options (free-form: each head checks its own)."""
-    user = dict(params.get("train") or {})
-    head_kwargs = user.pop("head_kwargs", None) or {}
-    if not isinstance(head_kwargs, dict) or not all(isinstance(v, dict | None) for v in head_kwargs.values()):
-        raise ParamsError(f"train.head_kwargs must map head names to options, e.g. {{abmil: {{dropout: 0.25}}}}, "
-                          f"got {head_kwargs!r}")
-    section = stage_params({"train": user}, "train", DEFAULTS)
-    section["head_kwargs"] = head_kwargs
-    return section, head_kwargs
-
 
 
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -122,70 +107,56 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
     return bags, coords
 
 
-def _train_head(head, kwargs, section, params, data, bags, coords, ordered, device) -> dict[str, float]:
-    import pandas as pd
+@dataclass
+class HeadRun:
+    """What every fold of one head's cross-validation shares.
 
-    from slidemil.core.errors import SlidemilError
-    from slidemil.pipeline.evaluation import finish_method, output_paths, pooled_by_slide
-    from slidemil.pipeline.figures import confusion_figure, roc_figure
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run
+    Attributes:
+        head, kwargs: registered MIL head and its options; section: the validated ``train:`` section;
+        data: splits + feature store; bags, coords: every split slide's bag (features ``[N, D]``) and
+        level-0 patch coordinates ``[N, 2]``; device: torch device.
+    """
 
-    start = time.perf_counter()
-    mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    experiment = mlflow_section["experiment"] or data.splits["label"]
-    logged = {"task": params.get("task") or {}, "train": {**section, "head_kwargs": kwargs}, "head": head,
-              "features": str(data.store.path), "method": f"train@{head}"}
-    tables: list[pd.DataFrame] = []
-    fold_metrics: list[dict[str, Any]] = []
-    with parent_run("train", head, logged, data.tags, experiment, mlflow_section["tracking_uri"]) as parent:
-        for fold in data.splits["folds"]:
-            k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
-            record: dict[str, Any] = {"fold": k, "repeat": repeat}
-            try:
-                with parent.fold_run(k, repeat) as child:
-                    table, metrics = _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device,
-                                                 child, parent.tracking)
-            except (SlidemilError, ValueError, RuntimeError) as exc:
-                log.warning("train@%s fold %d (repeat %d) FAILED: %s", head, k, repeat, exc)
-                fold_metrics.append({**record, "status": "failed", "reason": str(exc)})
-                continue
-            tables.append(table)
-            fold_metrics.append({**record, "status": "ok", **metrics})
-        predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        summary = finish_method("train", head, predictions, data.classes, fold_metrics, ordered,
-                                section["n_bootstrap"], section["seed"])
-        parent.log_metrics(summary)
-        if tables:
-            parent.log_artifact(output_paths("train", head)["predictions"])
-            y, proba = pooled_by_slide(predictions, data.classes)
-            parent.log_figure(roc_figure(y, proba, data.classes, f"train@{head}: out-of-fold ROC"), "figures/roc.png")
-            parent.log_figure(confusion_figure(y, proba.argmax(1), data.classes, f"train@{head}"),
-                              "figures/confusion.png")
-        wall = time.perf_counter() - start
-        parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
-    log.info("train@%s: test AUROC %.3f ± %.3f over %d usable folds (%d failed); %.1f s, MLflow %.1f%%", head,
-             summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_std", float("nan")),
-             summary.get("test/n_usable_folds", 0), summary["n_failed_folds"], wall, 100 * parent.seconds / wall)
-    return summary
+    head: str
+    kwargs: dict[str, Any]
+    section: TrainSection
+    data: Any  # pipeline.data.MethodData
+    bags: dict[str, Any]
+    coords: dict[str, Any]
+    device: str
 
 
-def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device, child, tracking):
-    """Train, score and log one fold; returns its predictions table and ``val/*`` + ``test/*`` metrics."""
+def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
+    from slidemil.pipeline.crossval import cross_validate, tracking_for
+    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
+
+    logged = {"train": {**job.section.model_dump(), "head_kwargs": job.kwargs}, "head": job.head,
+              "features": str(job.data.store.path), "method": f"train@{job.head}"}
+    return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
+                          kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
+                          bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
+
+
+def _train_fold(job: HeadRun, fold: dict[str, Any], child):
+    """Train and score one fold, log its curves, best epoch, weights, heatmaps and model on ``child``.
+
+    Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
+    metrics/train@<head>.json), ``best_epoch`` and ``epochs_run``.
+    """
     import torch
 
     from slidemil.core.atomic import atomic_path
     from slidemil.mil_models import create_mil_model
-    from slidemil.pipeline.evaluation import fold_test_metrics, predictions_table
-    from slidemil.pipeline.figures import confusion_figure, is_informative, roc_figure
-    from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+    from slidemil.pipeline.crossval import FoldResult
+    from slidemil.pipeline.figures import is_informative
+    from slidemil.pipeline.trainer import BagProbabilities, predict, train_fold
 
-    cfg = TrainConfig(device=device, **{k: section[k] for k in (
-        "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
-        "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
+    section, data, bags, device = job.section, job.data, job.bags, job.device
+    cfg = TrainConfig.model_validate({**section.model_dump(include=set(TrainConfig.model_fields)), "device": device})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
 
     def build():
-        return create_mil_model(head, in_dim=in_dim, n_classes=n_classes, **kwargs)
+        return create_mil_model(job.head, in_dim=in_dim, n_classes=n_classes, **job.kwargs)
 
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
@@ -194,31 +165,27 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
                         callbacks=[log_epoch])
     test = list(fold["test"])
     pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
-    metrics = fold_test_metrics(pred.y_true, pred.proba, ordered)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     # the best epoch's val/* values are already points of the per-epoch curves: logged again under
     # best/val_<metric>, not as val/<metric> (which would add a stray point to the curves)
-    child.log_metrics({**metrics, **extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
+    child.log_metrics({**extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
     k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
-    with atomic_path(Path(section["models"]) / head / f"{name}.pt") as tmp:
-        torch.save({"head": head, "head_kwargs": kwargs, "in_dim": in_dim, "classes": data.classes,
+    with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
+        torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
-    title = f"{head} {name}"
-    child.log_figure(roc_figure(pred.y_true, pred.proba, data.classes, f"{title}: test ROC"), "figures/roc.png")
-    child.log_figure(confusion_figure(pred.y_true, pred.proba.argmax(1), data.classes, title),
-                     "figures/confusion.png")
-    for i in range(min(section["n_heatmaps"], len(test))):
+    for i in range(min(section.n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
-            log.debug("%s: no attention heatmap of %s (the head gives no or uniform attention)", title, test[i])
+            log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
+                      test[i])
             continue
-        _log_heatmap(child, data.store, test[i], coords[test[i]], pred.attention[i], data.classes[pred.y_true[i]])
-    if section["log_model"]:
-        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, tracking)
-    table = predictions_table(test, [data.patients[s] for s in test], pred.y_true, pred.proba, data.classes, k, repeat)
-    return table, {**metrics, **best, **extra}  # metrics/train@<head>.json keeps val/* per fold
+        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
+                     data.classes[pred.y_true[i]])
+    if section.log_model:
+        child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
+    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra})
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:

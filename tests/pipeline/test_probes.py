@@ -1,11 +1,6 @@
 """Probes: equal to direct scikit-learn / NumPy computations, planted clusters, the stage end to end."""
 
-import atexit
 import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from slidemil.pipeline.probes import (
     create_probe,
@@ -45,6 +41,11 @@ def test_registry_lists_the_three_probes():
     assert {"linear", "knn", "prototype"} <= set(list_probes())
     with pytest.raises(KeyError, match="registered"):
         create_probe("linaer")
+
+
+@parametrize_with_checks([create_probe(name) for name in list_probes()])
+def test_probes_pass_the_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)  # the fold loop clones, fits and scores every probe alike
 
 
 @pytest.mark.parametrize("name", list_probes())
@@ -147,80 +148,19 @@ def test_predict_proba_all_fills_missing_class():
 # ---- the stage, end to end on a tiny feature store and splits file ----------------------------------------
 
 
-def _empty_mlflow_db() -> Path:
-    """An initialised, empty MLflow SQLite store, made once per test process (initialising costs seconds).
-
-    Kept at a per-process path so the copies of this module that test_zeroshot/test_report load share it.
-    """
-    from mlflow import MlflowClient
-
-    path = Path(tempfile.gettempdir()) / f"slidemil-test-mlflow-{os.getpid()}.db"
-    if not path.is_file():
-        tmp = path.with_suffix(".tmp.db")
-        MlflowClient(f"sqlite:///{tmp}").search_experiments()
-        os.replace(tmp, path)
-        atexit.register(path.unlink, missing_ok=True)
-    return path
-
-
-def write_project(root, encoder_id="conch_v1", weights="synthetic:1", n_slides=18, dim=8, seed=0):
-    """A project folder: params.yaml, a feature store (planted per-class means), a 3-fold splits file."""
-    from slidemil.extract.store import FeatureStoreWriter
-    from slidemil.splits.io import build_splits, write_splits
-
-    rng = np.random.default_rng(seed)
-    classes = ("benign", "tumor")
-    slide_ids = [f"s{i:02d}" for i in range(n_slides)]
-    labels = {sid: classes[i % 2] for i, sid in enumerate(slide_ids)}
-    writer = FeatureStoreWriter(root / "data/features/conch_v1.zarr", encoder_id, weights, dim)
-    centre = {"benign": -np.ones(dim), "tumor": np.ones(dim)}
-    for i, sid in enumerate(slide_ids):
-        n = 1 + i % 4
-        feats = (centre[labels[sid]] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
-        with writer.lock(sid) as lock:
-            writer.write_slide(sid, feats, np.zeros((n, 2), np.int64), {"slide_id": sid}, lock)
-    folds = []
-    for k in range(3):
-        test = slide_ids[k * 6:(k + 1) * 6]
-        rest = [s for s in slide_ids if s not in test]
-        folds.append({"fold": k, "repeat": 0, "train": rest[4:], "val": rest[:4], "test": test})
-    slides = pd.DataFrame({"slide_id": slide_ids, "patient_id": [f"p{s}" for s in slide_ids],
-                           "label": [labels[s] for s in slide_ids]})
-    write_splits(root / "data/splits.json", build_splits("label", classes, (0,), "kfold", folds, {}, slides))
-    shutil.copyfile(_empty_mlflow_db(), root / "mlflow.db")
-    (root / "params.yaml").write_text(
-        "cohort: cohort.csv\ntask: {label: label, classes: [benign, tumor]}\n"
-        f"mlflow: {{tracking_uri: 'sqlite:///{root}/mlflow.db'}}\n"
-        "probe: {n_bootstrap: 50, c_grid: [0.01, 1.0], knn_k: 3}\nzeroshot: {n_bootstrap: 50, topk: [1, 2]}\n"
-        "report: {n_bootstrap: 200}\n"
-    )
-    return slide_ids, labels
-
-
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path, monkeypatch, helpers):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("CONCH_TOKENIZER", raising=False)
-    write_project(tmp_path)
+    helpers.write_project(tmp_path)
     return tmp_path
 
 
-def run_stage(name, overrides=(), **options):
-    """Run stage ``name`` as ``slidemil <name>`` would in the current folder (parser-free)."""
-    import argparse
-    import importlib
-
-    from slidemil.core.params import load_params
-
-    module = importlib.import_module(f"slidemil.pipeline.stages.{name}")
-    return module.run(load_params("params.yaml", list(overrides)), argparse.Namespace(**options))
-
-
-def test_probe_stage_writes_method_files_and_runs(project):
+def test_probe_stage_writes_method_files_and_runs(project, helpers):
     from mlflow import MlflowClient
 
-    assert run_stage("probe", probe=None) == 0
+    assert helpers.run_stage("probe", probe=None) == 0
     for name in ("linear", "knn", "prototype"):
         metrics = json.loads((project / f"metrics/probe@{name}.json").read_text())
         assert metrics["test/n_usable_folds"] == 3
@@ -237,12 +177,12 @@ def test_probe_stage_writes_method_files_and_runs(project):
     assert len(runs) == 3 + 9  # a child run per fold
 
 
-def test_probe_stage_one_probe_mean_max_pooling_and_matches_direct_fit(project):
+def test_probe_stage_one_probe_mean_max_pooling_and_matches_direct_fit(project, helpers):
     from slidemil.core.errors import ParamsError
     from slidemil.extract.store import open_features
     from slidemil.splits.io import load_splits
 
-    assert run_stage("probe", ["probe.pooling=mean+max"], probe="prototype") == 0
+    assert helpers.run_stage("probe", ["probe.pooling=mean+max"], probe="prototype") == 0
     assert not (project / "metrics/probe@linear.json").exists()
     # fold 0's test predictions equal a direct fit on that fold's pooled training embeddings
     store, fold = open_features("data/features/conch_v1.zarr"), load_splits("data/splits.json")["folds"][0]
@@ -256,7 +196,7 @@ def test_probe_stage_one_probe_mean_max_pooling_and_matches_direct_fit(project):
     preds = pd.read_csv("predictions/probe@prototype.csv", dtype={"slide_id": str}).set_index("slide_id")
     np.testing.assert_allclose(preds.loc[fold["test"], ["prob_benign", "prob_tumor"]].to_numpy(), direct, atol=1e-12)
     with pytest.raises(ParamsError, match="unknown probe"):
-        run_stage("probe", probe="nope")
+        helpers.run_stage("probe", probe="nope")
 
 
 def test_fit_probe_tunes_only_with_a_grid_and_validation_slides():
