@@ -45,10 +45,17 @@ DEFAULTS: dict[str, Any] = {
     "tissue": {
         "mask_mpp": 8.0,
         "min_mask_side": 512,
-        "method": "auto",  # auto | saturation | brightness
+        "method": "auto",  # auto (brightness for dark fluorescence, else od) | od | saturation | brightness
         "otsu": True,
         "min_threshold": 10,
         "max_threshold": 40,
+        "min_od": 0.05,
+        "max_od": 0.1,
+        "min_chroma": 8,
+        "grey_min_od": 0.5,
+        "glass_tolerance": 4,
+        "glass_min_fraction": 0.1,
+        "default_background": 240,
         "dark_background": 60,
         "median_blur_um": 40.0,
         "close_um": 32.0,
@@ -142,7 +149,8 @@ def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: dict[str, Any]
 
     start = time.perf_counter()
     row: dict[str, Any] = {"slide_id": slide_id, "status": "failed", "reason": "", "mpp": math.nan,
-                           "mpp_source": "", "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan}
+                           "mpp_source": "", "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan,
+                           "tissue_method": ""}
     override = None if mpp_override is None or math.isnan(mpp_override) else float(mpp_override)
     try:
         if not path.is_file():
@@ -154,7 +162,7 @@ def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: dict[str, Any]
             attrs = store.attrs(slide_id)
             row.update(status=attrs["status"], reason=f"up to date (resumed): {attrs['reason']}", mpp=attrs["mpp"],
                        mpp_source=attrs["mpp_source"], level=attrs["level"], n_patches=attrs["n_patches"],
-                       tissue_mm2=attrs["tissue_mm2"])
+                       tissue_mm2=attrs["tissue_mm2"], tissue_method=attrs["tissue"].get("method_used", ""))
         else:
             row.update(_tile_slide(slide_id, path, override, cfg, root, fingerprint, digest))
     except SlideError as exc:
@@ -195,7 +203,7 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
         tissue_mm2 = mask_area_mm2(segmentation.mask, slide.mpp * mask_ds)
         notes = [f"level {choice.level} ({choice.level_mpp:.3g} µm/px), read {choice.read_size} px → "
                  f"{choice.patch_size} px; {len(coords)} of {len(candidates)} grid patches have ≥ "
-                 f"{cfg['min_tissue_fraction']:.0%} tissue ({segmentation.method} threshold {segmentation.threshold:.0f})"]
+                 f"{cfg['min_tissue_fraction']:.0%} tissue ({segmentation.method} threshold {segmentation.threshold:.3g})"]
         if slide.dropped_levels:
             notes.append(f"reader levels {slide.dropped_levels} disagree in colour with level 0 and were not used")
         if overview.unreadable:
@@ -221,7 +229,8 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
             "level_downsample": choice.level_downsample, "read_size": choice.read_size,
             "overlap": cfg["overlap"], "stride_level0": stride, "tissue_mm2": tissue_mm2,
             "tissue": {**asdict(tissue), "method_used": segmentation.method,
-                       "threshold": segmentation.threshold, "mask_mpp_used": slide.mpp * mask_ds},
+                       "threshold": segmentation.threshold, "mask_mpp_used": slide.mpp * mask_ds,
+                       "background_rgb": segmentation.background and list(segmentation.background)},
             "slide_path": str(path.resolve()), "slide_fingerprint": fingerprint, "params_digest": digest,
             "backend": slide.backend, "dimensions": list(slide.dimensions),
         }
@@ -231,7 +240,8 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
         with atomic_path(root / QC_DIR / f"{group_name(slide_id)}.png", suffix=".png") as tmp:
             tmp.write_bytes(encode_png(qc))
     return {"status": status, "reason": reason, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
-            "level": choice.level, "n_patches": int(len(coords)), "tissue_mm2": round(tissue_mm2, 4)}
+            "level": choice.level, "n_patches": int(len(coords)), "tissue_mm2": round(tissue_mm2, 4),
+            "tissue_method": segmentation.method}
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]):

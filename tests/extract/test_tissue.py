@@ -26,8 +26,8 @@ def cmu1_overview(real_data) -> tuple[np.ndarray, float]:
 def test_he_slide_tissue_area_and_background(cmu1_overview):
     rgb, mpp = cmu1_overview
     result = tissue_mask(rgb, mpp, PARAMS)
-    assert result.method == "saturation"
-    assert 0.1 < result.mask.mean() < 0.4  # a strip of tissue on a mostly empty region
+    assert result.method == "od"
+    assert 0.2 < result.mask.mean() < 0.5  # a strip of tissue on a mostly empty region (hand mask: test_tissue_eval)
     corner = result.mask[:40, :40]
     assert not corner.any()  # top-left corner of CMU-1-Small-Region is glass
 
