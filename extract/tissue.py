@@ -147,7 +147,7 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> TissueMask
     background = None
     if method == "od":
         background = glass_colour(rgb, params)
-        signal, coloured = _od_signal(rgb, pen, background, kernel_px / 4, params)
+        signal, coloured = _od_signal(rgb, pen, background, kernel_px, params)
         low, high = params.min_od, params.max_od
     else:
         signal = saturation if method == "saturation" else value
@@ -167,22 +167,25 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> TissueMask
                       background=background)
 
 
-def _od_signal(rgb: np.ndarray, pen: np.ndarray, background: tuple[int, int, int], sigma: float,
+def _od_signal(rgb: np.ndarray, pen: np.ndarray, background: tuple[int, int, int], width: int,
                params: TissueParams) -> tuple[np.ndarray, np.ndarray]:
     """Local mean optical density float32 [h, w] (pen ink counted as glass, so it does not bleed into its
     surroundings) and whether each pixel's neighbourhood is coloured or dark enough to be stain, bool [h, w].
 
     OD is additive, so its Gaussian-weighted local mean is the neighbourhood's average absorbance: the
-    nuclei of pale stroma count (a median, as used for saturation, would drop them) and a Gaussian keeps
-    the tissue edge where it is better than a box filter of the same width.
+    nuclei of pale stroma count (a median, as used for saturation, would drop them) and a Gaussian-like
+    weighting keeps the tissue edge where it is better than a box filter of the same width. OpenCV's
+    stack blur (a tent kernel ``width`` px wide, odd; σ ≈ width / 5) costs the same for any width, where
+    a true Gaussian of σ = 40 px takes seconds on a 1,000-px image.
     """
     od = optical_density(rgb, background)
     if pen.any():  # the median-blurred ink mask is narrower than the raw stroke: widen it by the blur
-        size = 2 * math.ceil(2 * sigma) + 1
+        size = width // 2 * 2 + 1
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
         od[cv2.dilate(pen.astype(np.uint8), kernel).astype(bool)] = 0.0
-    signal = cv2.GaussianBlur(od, (0, 0), sigma)
-    mean_rgb = cv2.GaussianBlur(np.ascontiguousarray(rgb), (0, 0), sigma)
+    # Capped at 3 x max_od before the blur: dense stain would otherwise bleed past the tissue edge by ~1.5 σ.
+    signal = cv2.stackBlur(np.minimum(od, 3 * params.max_od), (width, width))
+    mean_rgb = cv2.stackBlur(np.ascontiguousarray(rgb), (width, width))
     chroma = mean_rgb.max(axis=2).astype(np.int16) - mean_rgb.min(axis=2)
     return signal, (chroma >= params.min_chroma) | (signal > params.grey_min_od)
 
