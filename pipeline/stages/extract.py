@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from slidemil.core.errors import ParamsError, StoreError
-from slidemil.core.params import stage_params
+from slidemil.core.params import read_section, stage_params
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
 
@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "tiles": "data/tiles",  # tiles store (output of `slidemil tile`)
     "output": "data/features",  # folder of <encoder_id>.zarr and manifest.csv
     "fail_if": "all_failed",  # exit code 1 when: all_failed | any_failed | never
+    # issue 16: optional stain normalisation on the device before the encoder (extract.stain.StainNormSection)
+    "stain_norm": {"method": "none", "reference": ""},  # method: none | macenko | reinhard
 }
 
 FAIL_IF = ("all_failed", "any_failed", "never")
@@ -68,6 +70,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         print("\n".join(list_encoders()))
         return 0
     _validate(section)
+    stain = _stain_norm(section)
     if not (Path(section["tiles"]) / "manifest.csv").is_file():  # checked before the encoder's weights load
         raise StoreError(f"no tiles at {section['tiles']}: run `slidemil tile` first")
 
@@ -98,6 +101,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         tiles=section["tiles"],
         store="",
         force=bool(getattr(args, "force", False)),
+        stain_norm=stain,
     )
     # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
     encoder = get_encoder(replace(config, device=device))
@@ -158,6 +162,14 @@ def _validate(section: dict[str, Any]) -> None:
         value = section[key]
         if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ParamsError(f"extract.{key} must be a positive integer or auto, got {value!r}")
+
+
+def _stain_norm(section: dict[str, Any]) -> tuple[str, str]:
+    """``extract.stain_norm`` validated → (method, absolute reference path or "")."""
+    from slidemil.extract.stain import StainNormSection
+
+    stain = read_section({"extract.stain_norm": section["stain_norm"]}, "extract.stain_norm", StainNormSection)
+    return stain.method, str(Path(stain.reference).resolve()) if stain.reference else ""
 
 
 def _auto_int(section: dict[str, Any], key: str, default: int) -> int:
