@@ -14,6 +14,7 @@ feature store's provenance (``preprocess.stain_norm``), so changing either re-ex
 from __future__ import annotations
 
 import hashlib
+from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
@@ -97,7 +98,7 @@ class StainNormalizer:
         self.reference_sha256 = reference_sha256
         self.reference_path = reference_path
         self.passed_through = 0
-        self._library = f"torchstain {torchstain.__version__}" if hasattr(torchstain, "__version__") else "torchstain"
+        self._library = f"torchstain {version('torchstain')}"  # its __version__ attribute lags the release
         if method == "macenko":
             self._normalizer = torchstain.normalizers.MacenkoNormalizer(backend="torch")
         else:
