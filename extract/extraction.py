@@ -106,6 +106,7 @@ class ExtractionConfig:
     prefetch: int = 2
     fast_reader: bool = True
     force: bool = False  # recompute slides whose group is up to date
+    stain_norm: tuple[str, str] = ("none", "")  # extract.stain_norm (method, reference path)
 
 
 @dataclass(frozen=True)

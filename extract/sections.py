@@ -24,20 +24,36 @@ Byte = Annotated[int, Field(ge=0, le=255)]
 
 def _invalid(must_be: str) -> PydanticCustomError:
     """A validation error whose message reads "params key 'x.y' must be <must_be>, got …"."""
-    return PydanticCustomError("invalid", must_be)
+    return PydanticCustomError("invalid", "Value should be " + must_be.replace("{", "{{").replace("}", "}}"))
 
 
 class TissueSection(Section):
-    """``tile.tissue``: tissue segmentation of the overview (see ``slidemil.extract.tissue.TissueParams``)."""
+    """``tile.tissue``: tissue segmentation of the overview (:func:`slidemil.extract.tissue.tissue_mask`).
+
+    The fields document themselves; ``od`` is the stain-agnostic optical-density rule (the brightfield
+    default), ``saturation`` the H&E rule, ``brightness`` the fluorescence rule.
+    """
 
     mask_mpp: float = Field(8.0, gt=0, description="working resolution of the tissue mask (µm/px)")
     min_mask_side: int = Field(512, ge=16, description="the mask's longer side is at least this many px")
-    method: Literal["auto", "saturation", "brightness"] = Field(
-        "auto", description="auto (brightness for dark-background slides, else saturation) | saturation | brightness")
+    method: Literal["auto", "od", "saturation", "brightness"] = Field(
+        "auto", description="auto (brightness for dark-background slides, else od) | od | saturation | brightness")
     otsu: StrictBool = Field(True, description="Otsu threshold within [min_threshold, max_threshold]; "
                                                "false: min_threshold is a fixed threshold")
     min_threshold: Byte = Field(10, description="lower bound (0–255) of the saturation/brightness threshold")
     max_threshold: Byte = Field(40, description="upper bound (0–255) of the saturation/brightness threshold")
+    min_od: float = Field(0.05, ge=0, description="lower bound of the Otsu threshold of the summed optical density "
+                                                  "(od method; 0.05 ≈ 4 % darker than the glass per channel)")
+    max_od: float = Field(0.1, ge=0, description="upper bound of the Otsu threshold of the summed optical density")
+    min_chroma: Byte = Field(8, description="a near-grey pixel (max − min channel below this, 0–255) is tissue "
+                                            "only above grey_min_od: coverslip edges shade glass grey")
+    grey_min_od: float = Field(0.5, ge=0, description="summed OD above which a near-grey pixel is tissue")
+    glass_tolerance: Byte = Field(4, description="± levels (0–255) per channel around the glass colour that "
+                                                 "count as glass")
+    glass_min_fraction: float = Field(0.1, ge=0, le=1, description="share of overview pixels that must be glass "
+                                      "for the background to be estimated from the slide")
+    default_background: Byte = Field(240, description="glass level (0–255, all channels) assumed when no glass "
+                                                      "is visible (an all-tissue ROI)")
     dark_background: Byte = Field(60, description="median brightness (0–255) below which auto treats a slide "
                                                   "as fluorescence")
     median_blur_um: float = Field(40.0, ge=0, description="median-filter width before thresholding (µm)")
@@ -59,11 +75,6 @@ class TissueSection(Section):
             raise _invalid(f"at least min_threshold ({low})")
         return value
 
-    def params(self) -> Any:
-        """This section as the ``TissueParams`` that ``tissue_mask`` takes."""
-        from slidemil.extract.tissue import TissueParams
-
-        return TissueParams(**self.model_dump())
 
 
 class TileSection(Section):
@@ -108,6 +119,15 @@ class TileSection(Section):
         return json_sha256({**values, "mpp_override": mpp_override})[:16]
 
 
+class StainNormSection(Section):
+    """``extract.stain_norm``: optional stain normalisation before the encoder (:mod:`slidemil.extract.stain`)."""
+
+    method: Literal["none", "macenko", "reinhard"] = Field(
+        "none", description="stain normalisation before the encoder: none | macenko | reinhard")
+    reference: str = Field(
+        "", description="reference patch image (PNG/JPEG) or slide whose stain the patches are mapped to")
+
+
 class ExtractSection(Section):
     """``extract:``: the encoder, where it runs, and the feature store it writes."""
 
@@ -129,6 +149,8 @@ class ExtractSection(Section):
     output: str = Field("data/features", description="folder of <encoder_id>.zarr and manifest.csv")
     fail_if: Literal["all_failed", "any_failed", "never"] = Field(
         "all_failed", description="exit status 1 when all slides, any slide, or never failed")
+    stain_norm: StainNormSection = Field(default_factory=StainNormSection,
+                                         description="stain normalisation (off by default)")
 
     @field_validator("scheduler", mode="before")
     @classmethod

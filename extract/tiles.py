@@ -26,7 +26,8 @@ SCHEMA_VERSION = 1
 COORDS_STORE = "coords.zarr"
 MANIFEST = "manifest.csv"
 QC_DIR = "qc"
-MANIFEST_COLUMNS = ["slide_id", "status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2", "seconds"]
+MANIFEST_COLUMNS = ["slide_id", "status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2",
+                    "tissue_method", "seconds"]
 STATUSES = ("ok", "no_tissue", "failed", "skipped")
 
 

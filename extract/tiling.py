@@ -43,10 +43,12 @@ class TileResult:
     qc_png: bytes
 
     def row(self) -> dict[str, Any]:
-        """The slide's manifest fields (status, reason, mpp, mpp_source, level, n_patches, tissue_mm2)."""
+        """The slide's manifest fields (status, reason, mpp, mpp_source, level, n_patches, tissue_mm2,
+        tissue_method)."""
         a = self.attrs
         return {"status": self.status, "reason": self.reason, "mpp": a["mpp"], "mpp_source": a["mpp_source"],
-                "level": a["level"], "n_patches": int(len(self.coords)), "tissue_mm2": round(a["tissue_mm2"], 4)}
+                "level": a["level"], "n_patches": int(len(self.coords)), "tissue_mm2": round(a["tissue_mm2"], 4),
+                "tissue_method": a["tissue"]["method_used"]}
 
 
 def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None = None) -> TileResult:
@@ -69,7 +71,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
 
     path = Path(path)
     fingerprint = file_fingerprint(path)
-    tissue = config.tissue.params()
+    tissue = config.tissue
     with open_slide(path, mpp_override, config.memory_budget_mb, tuple(config.mpp_range)) as slide:
         choice = choose_level(slide.level_downsamples, slide.mpp, config.target_mpp, config.patch_size,
                               config.level_tolerance, config.max_upsample)
@@ -114,7 +116,8 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
             "level_downsample": choice.level_downsample, "read_size": choice.read_size,
             "overlap": config.overlap, "stride_level0": stride, "tissue_mm2": tissue_mm2,
             "tissue": {**config.tissue.model_dump(), "method_used": segmentation.method,
-                       "threshold": segmentation.threshold, "mask_mpp_used": slide.mpp * mask_ds},
+                       "threshold": segmentation.threshold, "mask_mpp_used": slide.mpp * mask_ds,
+                       "background_rgb": segmentation.background and list(segmentation.background)},
             "slide_path": str(path.resolve()), "slide_fingerprint": fingerprint,
             "params_digest": config.digest(mpp_override),
             "backend": slide.backend, "dimensions": list(slide.dimensions),

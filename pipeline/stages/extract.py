@@ -53,6 +53,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
         print("\n".join(list_encoders()))
         return 0
+    stain = _stain_norm(section)
     if not (Path(section.tiles) / "manifest.csv").is_file():  # checked before the encoder's weights load
         raise StoreError(f"no tiles at {section.tiles}: run `slidemil tile` first")
 
@@ -83,6 +84,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         tiles=section.tiles,
         store="",
         force=bool(getattr(args, "force", False)),
+        stain_norm=stain,
     )
     # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
     encoder = get_encoder(replace(config, device=device))
@@ -148,3 +150,9 @@ def _checkpoint(section: ExtractSection) -> str | None:
     )
     return "synthetic:1"
 
+
+
+def _stain_norm(section: ExtractSection) -> tuple[str, str]:
+    """``extract.stain_norm`` → (method, absolute reference path or "")."""
+    stain = section.stain_norm
+    return stain.method, str(Path(stain.reference).resolve()) if stain.reference else ""

@@ -80,7 +80,8 @@ def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: TileSection, r
 
     start = time.perf_counter()
     row: dict[str, Any] = {"slide_id": slide_id, "status": "failed", "reason": "", "mpp": math.nan,
-                           "mpp_source": "", "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan}
+                           "mpp_source": "", "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan,
+                           "tissue_method": ""}
     override = None if mpp_override is None or math.isnan(mpp_override) else float(mpp_override)
     try:
         if not path.is_file():
@@ -89,7 +90,7 @@ def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: TileSection, r
             attrs = store.attrs(slide_id)
             row.update(status=attrs["status"], reason=f"up to date (resumed): {attrs['reason']}", mpp=attrs["mpp"],
                        mpp_source=attrs["mpp_source"], level=attrs["level"], n_patches=attrs["n_patches"],
-                       tissue_mm2=attrs["tissue_mm2"])
+                       tissue_mm2=attrs["tissue_mm2"], tissue_method=attrs["tissue"].get("method_used", ""))
         else:
             result = tile_slide(path, cfg, override)
             write_slide_tiles(root, slide_id, result.coords, result.tissue_fraction, result.attrs)

@@ -19,7 +19,7 @@ import tifffile
 import torch
 
 from slidemil.core.atomic import write_csv
-from slidemil.core.errors import StoreError
+from slidemil.core.errors import ParamsError, StoreError
 from slidemil.extract.encoders import create_encoder
 from slidemil.extract.slide import open_slide
 from slidemil.extract.store import open_features
@@ -62,6 +62,30 @@ def test_up_to_date_and_recompute_on_encoder_or_tiling_change(tmp_path, svs, kit
                digest_extra="changed tiling")
     _, manifest = kit.run_stage(tmp_path, checkpoint="random:1")
     assert set(manifest["reason"]) == {"computed"}
+
+
+def test_stain_normalisation_is_provenance_and_recomputes(tmp_path, svs, kit):
+    from PIL import Image
+
+    with open_slide(svs) as slide:
+        Image.fromarray(slide.read_region((900, 1500), 0, (128, 128))).save(tmp_path / "ref.png")
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(800, 1400, 2, 2))})
+    kit.run_stage(tmp_path)
+    plain = open_features(tmp_path / "features" / "tiny_test.zarr").load("s1")[0]
+    stain = {"method": "macenko", "reference": str(tmp_path / "ref.png")}
+    _, manifest = kit.run_stage(tmp_path, stain_norm=stain)
+    assert set(manifest["reason"]) == {"computed"}  # a new normalisation re-extracts
+    store = open_features(tmp_path / "features" / "tiny_test.zarr")
+    provenance = store.attrs("s1")["preprocess"]["stain_norm"]
+    assert provenance["method"] == "macenko" and provenance["reference"] == "ref.png"
+    assert len(provenance["reference_sha256"]) == 64
+    assert not np.allclose(store.load("s1")[0], plain)
+    _, manifest = kit.run_stage(tmp_path, stain_norm=stain)
+    assert set(manifest["reason"]) == {"up to date (not recomputed)"}
+    _, manifest = kit.run_stage(tmp_path, stain_norm={**stain, "method": "reinhard"})
+    assert set(manifest["reason"]) == {"computed"}
+    with pytest.raises(ParamsError, match="extract.stain_norm.method"):
+        kit.run_stage(tmp_path, stain_norm={**stain, "method": "vahadane"})
 
 
 def corrupt_tiff(tmp_path, svs, tiles):

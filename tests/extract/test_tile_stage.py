@@ -49,12 +49,15 @@ def real_run(real_data, tmp_path_factory):
 def test_every_real_slide_gets_the_right_status(real_run):
     _, code, manifest = real_run
     assert code == 0
-    assert list(manifest.columns) == ["status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2", "seconds"]
+    assert list(manifest.columns) == ["status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2",
+                                      "tissue_method", "seconds"]
     assert len(manifest) == len(REAL) + 2
     status = manifest["status"].to_dict()
     assert status["camelyon"] == "failed"
     assert "finer than the scan (28.97 µm/px)" in manifest.loc["camelyon", "reason"]
     assert status["ndpi_fluo"] == "ok"  # fluorescence: brightness threshold, no crash
+    assert manifest.loc["ndpi_fluo", "tissue_method"] == "brightness"  # tile.tissue.method auto says what it chose
+    assert manifest.loc["svs", "tissue_method"] == "od"
     assert status["os1_crop"] == "skipped" and "smaller than one patch" in manifest.loc["os1_crop", "reason"]
     assert status["roi_blank"] == "no_tissue" and manifest.loc["roi_blank", "n_patches"] == 0
     assert status["missing"] == "failed" and "not found" in manifest.loc["missing", "reason"]
@@ -73,6 +76,8 @@ def test_tiles_store_contract(real_run, real_data):
     assert store.slide_ids == ["dicom_series", "ndpi_fluo", "ome_pyramid", "pyramid", "svs"]
     coords, fractions = store.load("svs")
     attrs = store.attrs("svs")
+    assert attrs["tissue"]["method"] == "auto" and attrs["tissue"]["method_used"] == "od"
+    assert min(attrs["tissue"]["background_rgb"]) > 230  # CMU-1's glass, estimated from the slide
     assert coords.dtype == np.int64 and coords.shape[1] == 2 and fractions.dtype == np.float32
     assert (fractions >= 0.25).all() and (fractions <= 1).all()
     assert attrs["patch_size_level0"] == round(512 * 0.5 / 0.499) and attrs["read_size"] == 513
@@ -161,8 +166,8 @@ def test_bad_params_are_named(key, value, must_be):
 
 
 def test_whole_number_floats_are_integers_and_the_digest_is_stable():
-    """`dvc exp run -S tile.patch_size=512.0` works, and the resume key of the default section is the one
-    the stage has always written (tiles made before the section became a model stay up to date)."""
+    """`dvc exp run -S tile.patch_size=512.0` works, and the resume key of the default section is stable
+    (pinned: it changed once, on purpose, when the optical-density tissue method and its keys came in)."""
     section = read_section({"tile": {"patch_size": 512.0}}, "tile", TileSection)
     assert section.patch_size == 512 and isinstance(section.patch_size, int)
-    assert section.digest(None) == TileSection().digest(None) == "6c569cc4e0bc06e5"  # as written before
+    assert section.digest(None) == TileSection().digest(None) == "499e4e095106f3e1"
