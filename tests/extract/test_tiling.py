@@ -21,7 +21,7 @@ def test_tile_slide_returns_everything_and_writes_nothing(svs, tmp_path, monkeyp
     attrs = result.attrs
     assert ((result.coords - result.coords.min(axis=0)) % attrs["stride_level0"] == 0).all()  # one grid
     assert attrs["params_digest"] == config.digest(None) and attrs["slide_fingerprint"] == file_fingerprint(svs)
-    assert attrs["tissue"]["method_used"] == "saturation" and attrs["mpp_source"] != "override"
+    assert attrs["tissue"]["method_used"] == "od" and attrs["mpp_source"] != "override"
     assert result.qc_png[:8] == b"\x89PNG\r\n\x1a\n"
     overridden = tile_slide(svs, config, mpp_override=0.25)
     assert overridden.attrs["mpp"] == 0.25 and overridden.attrs["params_digest"] == config.digest(0.25)
@@ -36,7 +36,7 @@ def test_tile_slide_raises_slide_errors(tmp_path):
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"batch_size": 0}, "'extract.batch_size' must be greater than or equal to 1 or 'auto', got 0"),
+    ({"batch_size": 0}, "'extract.batch_size' must be greater than or equal to 1 or be 'auto', got 0"),
     ({"scheduler": "yarn"}, "'extract.scheduler' must be none, local or a scheduler address like tcp://host:8786"),
     ({"device": "gpu"}, "'extract.device' must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
     ({"dtype": "int8"}, "'extract.dtype' must be 'float32' or 'float16', got 'int8'"),
