@@ -172,7 +172,7 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
     from slidemil.core.atomic import atomic_path
     from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
     from slidemil.extract.levels import choose_level
-    from slidemil.extract.qc import draw_qc, encode_png
+    from slidemil.extract.qc import draw_qc, encode_png, overview_downsample
     from slidemil.extract.slide import open_slide, resize
     from slidemil.extract.tiles import QC_DIR, group_name, write_slide_tiles
     from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
@@ -183,7 +183,8 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
                               cfg["level_tolerance"], cfg["max_upsample"])
         width, height = slide.dimensions
         mask_ds = mask_downsample(slide.dimensions, slide.mpp, tissue)
-        overview = slide.read_overview(min(mask_ds, max(1.0, max(width, height) / cfg["qc_size"])))
+        overview = slide.read_overview(overview_downsample(slide.level_downsamples, slide.dimensions,
+                                                           cfg["qc_size"], mask_ds))
         mask_image = overview.image
         if overview.downsample < mask_ds:
             mask_image = resize(overview.image, math.ceil(width / mask_ds), math.ceil(height / mask_ds))
