@@ -4,6 +4,9 @@ the last-line JSON every benchmark prints (DESIGN.md, performance targets)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,3 +75,29 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
 def emit_json(figures: dict) -> None:
     """Print ``figures`` as one JSON line (floats to 6 significant digits): the last line of every benchmark."""
     print(json.dumps({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+# Runs argv[1:] in a child; prints the child's peak RSS (kB on Linux) and CPU seconds as the last line.
+_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
+sys.exit(code)
+"""
+
+
+def run_measured(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``argv`` in a fresh process under ``cwd``; returns (wall seconds, CPU seconds, peak RSS MiB).
+
+    Raises:
+        SystemExit: the command failed (its stderr tail is shown).
+    """
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-3000:]}")
+    rss_kb, cpu = result.stdout.strip().splitlines()[-1].split()
+    return seconds, float(cpu), int(rss_kb) / 1024

@@ -91,29 +91,39 @@ def bench_preprocess(path: Path, coords: np.ndarray, encoder, device: str) -> di
 
 
 def bench_encoding(path: Path, coords: np.ndarray, encoder, batch_size: int, workers: int) -> dict[str, float]:
+    """patches/s of the encoder alone on ready tensors vs the whole pipeline (read → prepare → encode), best
+    of 2 interleaved rounds; on CPU also the CPU seconds of each (steadier than wall time on a shared machine)."""
     from slidemil.extract.extraction import encode_slide
     from slidemil.extract.patches import PatchGrid, iter_batches
 
     cuda = encoder.device.type == "cuda"
     x = encoder.prepare_batch(torch.zeros(batch_size, 512, 512, 3, dtype=torch.uint8))
-
-    def encoder_only():
-        for _ in range(max(1, len(coords) // batch_size)):
-            encoder(x)
-        if cuda:
-            torch.cuda.synchronize()
-
-    encoder_only()
-    n = max(1, len(coords) // batch_size) * batch_size
-    enc_pps = n / wall(encoder_only, 2)
+    steps = max(1, len(coords) // batch_size)
     grid = PatchGrid(path, coords, 0, 512, 512)
+    cpu = {"encoder": float("inf"), "pipeline": float("inf")}
 
-    def pipeline():
-        encode_slide(iter_batches(grid, batch_size, workers, 2, pin_memory=cuda), encoder, encoder.embed_dim)
+    def timed(name: str, fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            start = time.process_time()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            cpu[name] = min(cpu[name], time.process_time() - start)
+        return run
 
-    pipe_pps = len(coords) / wall(pipeline, 2)
-    return {"encoder_only_patches_per_second": enc_pps, "pipeline_patches_per_second": pipe_pps,
-            "pipeline_overhead_fraction": enc_pps / pipe_pps - 1.0}
+    runs = {"encoder": timed("encoder", lambda: [encoder(x) for _ in range(steps)]),
+            "pipeline": timed("pipeline", lambda: encode_slide(
+                iter_batches(grid, batch_size, workers, 2, pin_memory=cuda), encoder, encoder.embed_dim))}
+    runs["encoder"]()  # warm-up
+    seconds = interleaved(runs, 2)
+    enc_pps, pipe_pps = steps * batch_size / seconds["encoder"], len(coords) / seconds["pipeline"]
+    out = {"encoder_only_patches_per_second": enc_pps, "pipeline_patches_per_second": pipe_pps,
+           "pipeline_overhead_fraction": enc_pps / pipe_pps - 1.0}
+    if not cuda:
+        enc_ms, pipe_ms = cpu["encoder"] / (steps * batch_size) * 1000, cpu["pipeline"] / len(coords) * 1000
+        out.update({"encoder_only_cpu_ms_per_patch": enc_ms, "pipeline_cpu_ms_per_patch": pipe_ms,
+                    "pipeline_cpu_overhead_fraction": pipe_ms / enc_ms - 1.0})
+    return out
 
 
 def _evict(paths: list[Path]) -> None:
@@ -282,6 +292,10 @@ def main() -> None:
         rows.append(("encode (patches/s)", "whole pipeline", r["pipeline_patches_per_second"], "encoder alone",
                      r["encoder_only_patches_per_second"],
                      r["pipeline_patches_per_second"] / r["encoder_only_patches_per_second"]))
+        if "pipeline_cpu_ms_per_patch" in r:
+            rows.append(("encode (CPU ms/patch)", "whole pipeline", r["pipeline_cpu_ms_per_patch"], "encoder alone",
+                         r["encoder_only_cpu_ms_per_patch"],
+                         r["encoder_only_cpu_ms_per_patch"] / r["pipeline_cpu_ms_per_patch"]))
     if "bags" in only:
         for key, label in (("clam_pt", "CLAM .pt (torch.save)"), ("clam_h5", "HDF5 CLAM (32-row chunks)"),
                            ("trident_h5", "HDF5 TRIDENT (1-row chunks)")):

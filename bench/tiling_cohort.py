@@ -30,15 +30,12 @@ Prints a table, then as its last line one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchlib import REPO, emit_json, print_table
+from benchlib import REPO, emit_json, print_table, run_measured
 
 DEMO = REPO / "demo"
 SLIDES = sorted((DEMO / "slides").glob("*.tiff")) + [
@@ -46,32 +43,6 @@ SLIDES = sorted((DEMO / "slides").glob("*.tiff")) + [
     DEMO / "real" / "wsi-derived-cmu1" / "CMU-1-Small-Region.pyramid.tiff",
 ]
 PATCH = 512  # level-0 px: the demo slides are ~0.5 µm/px, so the same patches slidemil lays at 0.5 µm/px
-
-# Runs argv[1:] in a child; prints the child's peak RSS (kB on Linux) and CPU seconds as the last line.
-_WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
-sys.exit(code)
-"""
-
-
-def run_measured(argv: list[str], cwd: Path) -> tuple[float, float, float]:
-    """Run ``argv`` in a fresh process under ``cwd``; returns (wall seconds, CPU seconds, peak RSS MiB).
-
-    Raises:
-        SystemExit: the command failed (its stderr tail is shown).
-    """
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", _WRAPPER, *argv], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr[-3000:]}")
-    rss_kb, cpu = result.stdout.strip().splitlines()[-1].split()
-    return seconds, float(cpu), int(rss_kb) / 1024
-
 
 # ----------------------------------------------------------------------------- CLAM-equivalent baseline
 
