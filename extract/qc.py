@@ -25,7 +25,8 @@ def overview_downsample(level_downsamples: Sequence[float], dimensions: tuple[in
 
     The target is ``max(dimensions) / qc_size``, capped at ``max_downsample`` (the mask's downsample: the mask
     is never made from a coarser image). The coarsest pyramid level whose overview's longer side is within
-    ``qc_size / 2`` … ``1.1 x qc_size`` px (and not coarser than ``max_downsample``) is used as it is: a
+    ``qc_size / 2`` … ``1.1 x qc_size`` px (a slide smaller than ``qc_size``: half its size … its size; never
+    coarser than ``max_downsample``) is used as it is: a
     plain read of that level, no resize. Otherwise the target itself (the finest level above it is read and
     area-resized, as ``Slide.read_overview`` does).
 
