@@ -46,7 +46,7 @@ _LEVEL_MISMATCH = 10.0
 #: Side (px at the read level) below which a failing overview block is recorded as unreadable.
 _MIN_BLOCK = 256
 #: Largest single block read by ``read_overview`` (bytes, RGBA), independent of the slide's size.
-_OVERVIEW_BLOCK_BYTES = 64 * 2**20
+_OVERVIEW_BLOCK_BYTES = 4 * 2**20  # bounds the peak: RGBA from the reader + its RGB copy
 
 
 class PatchReadError(SlideError):

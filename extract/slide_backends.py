@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 #: Extensions read with Pillow as single-level slides (ROI datasets; mpp from the cohort table).
@@ -135,6 +136,8 @@ def _to_rgb(pixels: np.ndarray) -> np.ndarray:
         raise ValueError(f"pixel type {pixels.dtype} is not 8-bit; only 8-bit brightfield/RGB slides are supported")
     if pixels.ndim == 2:
         return np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.shape[2] == 4 and pixels[..., 3].min() == 255:  # opaque (inside the scan): no compositing
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGBA2RGB)
     if pixels.shape[2] in (2, 4):
         alpha = pixels[..., -1:].astype(np.uint16)
         color = pixels[..., :-1].astype(np.uint16)

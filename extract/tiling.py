@@ -65,7 +65,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
     """
     from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
     from slidemil.extract.levels import choose_level
-    from slidemil.extract.qc import draw_qc, encode_png
+    from slidemil.extract.qc import draw_qc, encode_png, overview_downsample
     from slidemil.extract.slide import open_slide, resize
     from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
 
@@ -77,7 +77,8 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
                               config.level_tolerance, config.max_upsample)
         width, height = slide.dimensions
         mask_ds = mask_downsample(slide.dimensions, slide.mpp, tissue)
-        overview = slide.read_overview(min(mask_ds, max(1.0, max(width, height) / config.qc_size)))
+        overview = slide.read_overview(overview_downsample(slide.level_downsamples, slide.dimensions,
+                                                           config.qc_size, mask_ds))
         mask_image = overview.image
         if overview.downsample < mask_ds:
             mask_image = resize(overview.image, math.ceil(width / mask_ds), math.ceil(height / mask_ds))

@@ -17,8 +17,6 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from slidemil.core.errors import SlidemilError
 from slidemil.core.params import load_params, read_section, section_defaults
 
@@ -134,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             validate_sections(params)
         else:
             params = {}
+        from tqdm.contrib.logging import logging_redirect_tqdm  # here: `slidemil --help` does not need it
+
         with logging_redirect_tqdm():  # log lines above the progress bars, not inside them
             return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:

@@ -83,19 +83,20 @@ def prepare_batch(patches: torch.Tensor, spec: Preprocessing, device: torch.devi
     x = x.to(device, non_blocking=True)
     if stain is not None:
         x = stain(x)  # (B, H, W, 3) uint8
-    x = x.permute(0, 3, 1, 2).float()  # (B, 3, H, W) 0..255
+    x = x.permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
     height, width = x.shape[-2:]
     size = spec.size
     if min(height, width) != size:
-        x = F.interpolate(
-            x,
-            size=resized_shape(height, width, size),
-            mode=spec.interpolation,
-            antialias=True,
-            align_corners=False,
-        )
-        x = x.round_().clamp_(0, 255)
+        shape = resized_shape(height, width, size)
+        if x.device.type == "cpu" and spec.interpolation in ("bilinear", "bicubic"):
+            # torch's uint8 antialiased resize (CPU only) computes as PIL does, in 8-bit passes: equal to
+            # PIL for bilinear, within 2/255 for bicubic, and 2-3x cheaper than resizing float32.
+            x = F.interpolate(x, size=shape, mode=spec.interpolation, antialias=True, align_corners=False).float()
+        else:
+            x = F.interpolate(x.float(), size=shape, mode=spec.interpolation, antialias=True, align_corners=False)
+            x = x.round_().clamp_(0, 255)
         height, width = x.shape[-2:]
+    x = x.float()  # (B, 3, H, W) 0..255
     top, left = int(round((height - size) / 2)), int(round((width - size) / 2))
     x = x[..., top : top + size, left : left + size]  # (B, 3, S, S)
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)

@@ -52,13 +52,15 @@ def _read_plain_shard(array_path: Path, meta: dict[str, Any]) -> np.ndarray | No
     ):
         return None
     dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-    out = np.full(shape, meta.get("fill_value", 0), dtype=dtype)
+    fill = meta.get("fill_value", 0)
+    out = np.empty(shape, dtype=dtype)  # every row is read or filled below (np.full would touch each page twice)
     if out.size == 0:
         return out
     n_chunks = shard[0] // inner[0]
     try:
         fh = open(array_path / "c" / "0" / "0", "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
+        out.fill(fill)
         return out  # nothing written: all fill value
     with fh:
         fh.seek(-(16 * n_chunks + 4), os.SEEK_END)
@@ -67,7 +69,10 @@ def _read_plain_shard(array_path: Path, meta: dict[str, Any]) -> np.ndarray | No
         for i, (offset, nbytes) in enumerate(index):
             start = i * inner[0]
             stop = min(start + inner[0], shape[0])
-            if offset == _NO_CHUNK or start >= stop:
+            if start >= stop:
+                continue
+            if offset == _NO_CHUNK:
+                out[start:stop] = fill
                 continue
             if nbytes != inner[0] * row_bytes:
                 return None

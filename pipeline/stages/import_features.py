@@ -20,9 +20,7 @@ import argparse
 import logging
 import pickle
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from slidemil.core.errors import ParamsError, SlidemilError, StoreError
 
@@ -32,6 +30,9 @@ ENCODER_KEYS = ("encoder_id", "encoder", "model_name", "patch_encoder")
 PATCH_SIZE_KEYS = ("patch_size_level0", "patch_size")
 MAGNIFICATION_KEYS = ("target_magnification", "magnification")
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +116,8 @@ def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
         StoreError: the file cannot be read (not HDF5/PyTorch, damaged), has no features/coords, or their
             row counts differ.
     """
+    import numpy as np
+
     if path.suffix == ".h5":
         features, coords, attrs = _read_h5(path)
     else:
@@ -153,6 +156,7 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 
 def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import numpy as np
     import torch
 
     try:
@@ -196,6 +200,8 @@ def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if isinstance(value, np.generic):
