@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slidemil.core.errors import SlidemilError
-from slidemil.core.params import load_params, stage_params
+from slidemil.core.params import load_params, read_section, stage_params
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -28,6 +28,8 @@ STAGES = {
     "probe": "slidemil.pipeline.stages.probe",
     "zeroshot": "slidemil.pipeline.stages.zeroshot",
     "report": "slidemil.pipeline.stages.report",
+    "deploy": "slidemil.pipeline.stages.deploy",
+    "heatmap": "slidemil.pipeline.stages.heatmap",
 }
 
 log = logging.getLogger("slidemil")
@@ -79,12 +81,17 @@ def validate_sections(params: dict) -> None:
     from slidemil.splits.task import TASK_DEFAULTS
 
     sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
+    models = {}
     for name, module_name in STAGES.items():
-        defaults = getattr(importlib.import_module(module_name), "DEFAULTS", None)
-        if defaults:
-            sections[name] = defaults
+        module = importlib.import_module(module_name)
+        if getattr(module, "DEFAULTS", None):
+            sections[name] = module.DEFAULTS
+        if getattr(module, "SECTION", None):  # a pydantic params section (slidemil.core.params.Section)
+            models[name] = module.SECTION
     for section, defaults in sections.items():
         stage_params(params, section, defaults)
+    for section, model in models.items():
+        read_section(params, section, model)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,6 +177,7 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.evaluation import fold_test_metrics, predictions_table
     from slidemil.pipeline.figures import confusion_figure, is_informative, roc_figure
+    from slidemil.pipeline.provenance import provenance_from_store
     from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
 
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
@@ -205,7 +206,10 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
     with atomic_path(Path(section["models"]) / head / f"{name}.pt") as tmp:
         torch.save({"head": head, "head_kwargs": kwargs, "in_dim": in_dim, "classes": data.classes,
-                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
+                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
+                    "task_kind": "classification", "fold": k, "repeat": repeat, "test": test,
+                    "mlflow_run_id": child.run_id,
+                    "provenance": provenance_from_store(data.store, fold["train"][0])}, tmp)
     title = f"{head} {name}"
     child.log_figure(roc_figure(pred.y_true, pred.proba, data.classes, f"{title}: test ROC"), "figures/roc.png")
     child.log_figure(confusion_figure(pred.y_true, pred.proba.argmax(1), data.classes, title),
@@ -222,22 +226,11 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:
-    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable."""
-    import numpy as np
+    """Attention percentiles over the slide's thumbnail (the `slidemil heatmap` drawing); blank canvas if unreadable."""
+    from slidemil.pipeline.heatmaps import percentiles, slide_heatmap_figure
 
-    from slidemil.core.errors import SlideError
-    from slidemil.pipeline.figures import SlideView, attention_heatmap, read_slide_view
-
-    attrs = store.attrs(slide_id)
-    view = SlideView()
-    if attrs.get("slide_path"):
-        try:
-            view = read_slide_view(attrs["slide_path"], coords, attention, attrs)
-        except (SlideError, KeyError, OSError) as exc:
-            log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, exc)
-    size = attrs.get("patch_size_level0")
-    if not size:  # the grid step is the patch size when tiles do not overlap
-        steps = np.diff(np.unique(np.asarray(coords)[:, 0]))
-        size = float(steps.min()) if steps.size else 256.0
-    fig = attention_heatmap(coords, attention, float(size), view, title=f"{slide_id} (label {label})")
+    fig, problem = slide_heatmap_figure(store.attrs(slide_id), coords, percentiles(attention),
+                                        title=f"{slide_id} (label {label})")
+    if problem:
+        log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, problem)
     run.log_figure(fig, f"heatmaps/{slide_id}.png")
