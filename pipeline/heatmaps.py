@@ -138,10 +138,10 @@ def heatmap_figure(
     grid = raster(coords, values, patch_size_level0, scale, (h, w))
     fig, ax = plt.subplots(figsize=(8, max(3.0, 8 * h / w + 0.6)))
     ax.imshow(thumbnail)
-    cmap = plt.get_cmap("turbo").copy()
-    cmap.set_bad(alpha=0.0)
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, alpha=0.5, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label=label)
+    cmap = plt.get_cmap("turbo").with_extremes(bad=(0.0, 0.0, 0.0, 0.0))  # no patch: transparent
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, alpha=0.5, interpolation="nearest")
+    opaque = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), cmap)  # the bar without the alpha
+    fig.colorbar(opaque, ax=ax, fraction=0.04, pad=0.02, label=label)
     if mpp:
         _scale_bar(ax, w, scale / mpp)
     ax.set_title(title, fontsize=10)

@@ -38,7 +38,7 @@ class HeatmapSection(Section):
     model_uri: str = Field("", description="MLflow URI of the head's models (runs:/<run_id>) instead of the folder")
     slides: list[str] = Field(default_factory=list, description="slides to draw; empty: every slide of the store")
     top_k: int = Field(8, ge=1, description="patches in each row of the contact sheet")
-    thumbnail_size: int = Field(2048, ge=128, description="longer side of the thumbnail under the heatmap (px)")
+    thumbnail_size: int = Field(1024, ge=128, description="longer side of the thumbnail under the heatmap (px)")
     tissue_geojson: StrictBool = Field(False, description="also write the tissue outline as QuPath annotations")
     device: str = Field("cpu", description="cpu | cuda | cuda:<i>")
 
@@ -105,7 +105,7 @@ def draw_slide(slide_id: str, store, fold_models, label: str, section: HeatmapSe
         scores.class_scores[:, int(np.argmax(scores.proba))] if scores.class_scores is not None else None)
     k = min(section.top_k, len(coords))
     order = np.argsort(-ranking, kind="stable") if ranking is not None else np.arange(len(coords))
-    top, bottom = order[:k], order[::-1][:k]
+    top, bottom = order[:k], order[::-1][: min(k, len(coords) - k)]  # no patch in both rows
     pixels = read_slide(attrs, coords, [*top, *bottom], section.thumbnail_size)
     side = patch_side(attrs, coords)
     name = group_name(slide_id)
@@ -126,7 +126,7 @@ def draw_slide(slide_id: str, store, fold_models, label: str, section: HeatmapSe
         files.append(file)
     if pixels.patches and ranking is not None:
         caption = [f"{ranking[i]:.2f} ({coords[i, 0]},{coords[i, 1]})" for i in order]
-        sheet = contact_sheet(pixels.patches[:k], pixels.patches[k:], caption[:k], caption[::-1][:k],
+        sheet = contact_sheet(pixels.patches[:k], pixels.patches[k:], caption[:k], caption[::-1][: len(bottom)],
                               title=f"{slide_id}: {'attention percentile' if scores.attention is not None else 'score'}")
         from PIL import Image
 
