@@ -35,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/tiling.py
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/heatmap.py

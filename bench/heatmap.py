@@ -62,6 +62,36 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def measure(head: str, store, root: Path, args: argparse.Namespace) -> tuple:
+    """(head, whole slide s, scoring s, reading s, one overlay PNG s, PNGs per slide, GeoJSON s) of one head."""
+    import matplotlib.pyplot as plt
+
+    features, coords = store.load("slide")
+    attrs = store.attrs("slide")
+    section = HeatmapSection(top_k=8)
+    models = load_fold_models(head, str(root / "models"))
+    out = root / "out" / head
+    draw_slide("slide", store, models, "a", section, out)  # warm-up (imports, caches)
+    total = timed(lambda: draw_slide("slide", store, models, "a", section, out), args.repeats)
+    score = timed(lambda: patch_scores([m.model for m in models], features), args.repeats)
+    scores = patch_scores([m.model for m in models], features)
+    values = scores.attention if scores.attention is not None else scores.class_scores[:, 0]
+    read = timed(lambda: read_slide(attrs, coords, list(range(16)), section.thumbnail_size), args.repeats)
+    pixels = read_slide(attrs, coords, [], section.thumbnail_size)
+
+    def draw() -> None:
+        fig = heatmap_figure(coords, values, attrs["patch_size_level0"], pixels.thumbnail, pixels.scale, attrs["mpp"],
+                             "bench")
+        fig.savefig(root / "draw.png", dpi=110)
+        plt.close(fig)
+
+    paint = timed(draw, args.repeats)
+    geo = timed(lambda: json.dumps(patch_collection(coords, attrs["patch_size_level0"], {"attention": values},
+                                                    attrs["dimensions"])), args.repeats)
+    n_png = (scores.attention is not None) + (scores.class_scores.shape[1] if scores.class_scores is not None else 0)
+    return head, total, score, read, paint, n_png, geo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-patches", type=int, default=10_000)
@@ -77,36 +107,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store, _ = build(root, args.n_patches, args.folds, args.heads, args.dim)
-        features, coords = store.load("slide")
-        attrs = store.attrs("slide")
-        section = HeatmapSection(top_k=8)
         for head in args.heads:
-            models = load_fold_models(head, str(root / "models"))
-            draw_slide("slide", store, models, "a", section, root / "out" / head)  # warm-up (imports, caches)
-            total = timed(lambda: draw_slide("slide", store, models, "a", section, root / "out" / head), args.repeats)
-            score = timed(lambda: patch_scores([m.model for m in models], features), args.repeats)
-            scores = patch_scores([m.model for m in models], features)
-            read = timed(lambda: read_slide(attrs, coords, list(range(16)), section.thumbnail_size), args.repeats)
-            pixels = read_slide(attrs, coords, [], section.thumbnail_size)
-
-            def draw():
-                fig = heatmap_figure(coords, scores.attention, attrs["patch_size_level0"], pixels.thumbnail,
-                                     pixels.scale, attrs["mpp"], "bench")
-                fig.savefig(root / "draw.png", dpi=110)
-                import matplotlib.pyplot as plt
-
-                plt.close(fig)
-
-            paint = timed(draw, args.repeats)
-            geo = timed(lambda: json.dumps(patch_collection(coords, attrs["patch_size_level0"],
-                                                            {"attention": scores.attention}, attrs["dimensions"])),
-                        args.repeats)
-            n_png = 1 + (2 if scores.class_scores is not None else 0)
-            rows.append((head, total, score, read, paint, n_png, geo))
-            results.update({f"{head}_seconds_per_slide": total, f"{head}_slides_per_minute": 60.0 / total,
-                            f"{head}_score_seconds": score, f"{head}_read_seconds": read,
-                            f"{head}_overlay_png_seconds": paint, f"{head}_overlay_pngs": n_png,
-                            f"{head}_geojson_seconds": geo})
+            rows.append(measure(head, store, root, args))
+            name, total, score, read, paint, n_png, geo = rows[-1]
+            results.update({f"{name}_seconds_per_slide": total, f"{name}_slides_per_minute": 60.0 / total,
+                            f"{name}_score_seconds": score, f"{name}_read_seconds": read,
+                            f"{name}_overlay_png_seconds": paint, f"{name}_overlay_pngs": n_png,
+                            f"{name}_geojson_seconds": geo})
     print(f"{'head':<10}{'s/slide':>9}{'slides/min':>12}{'score s':>9}{'read s':>8}{'1 PNG s':>9}{'PNGs':>6}"
           f"{'GeoJSON s':>11}   ({args.n_patches} patches, {args.folds} fold models, {args.threads} threads)")
     for head, total, score, read, paint, n_png, geo in rows:

@@ -120,13 +120,15 @@ def heatmap_figure(
     title: str = "",
     label: str = "attention percentile",
     max_size: int = 1024,
+    alpha: float = 0.45,
 ) -> Figure:
     """Patch values over the slide thumbnail, with a colour bar (0–1) and a scale bar.
 
     Args:
         coords: ``[N, 2]`` level-0 px; values: ``[N]`` in [0, 1]; patch_size_level0: patch side, level-0 px.
         thumbnail: RGB ``[h, w, 3]`` uint8 or None (a white canvas over the patches' extent);
-        scale: thumbnail px per level-0 px; mpp: level-0 µm/px (no scale bar without it).
+        scale: thumbnail px per level-0 px; mpp: level-0 µm/px (no scale bar without it);
+        alpha: opacity of the colours over the tissue.
     """
     coords = np.asarray(coords, dtype=float).reshape(-1, 2)
     if thumbnail is None or not scale:
@@ -136,17 +138,19 @@ def heatmap_figure(
                             255, np.uint8)
     h, w = thumbnail.shape[:2]
     grid = raster(coords, values, patch_size_level0, scale, (h, w))
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 8 * h / w + 0.6)))
-    ax.imshow(thumbnail)
-    cmap = plt.get_cmap("turbo").with_extremes(bad=(0.0, 0.0, 0.0, 0.0))  # no patch: transparent
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, alpha=0.5, interpolation="nearest")
-    opaque = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), cmap)  # the bar without the alpha
-    fig.colorbar(opaque, ax=ax, fraction=0.04, pad=0.02, label=label)
+    cmap = plt.get_cmap("turbo")
+    painted = np.isfinite(grid)[..., None]  # (h, w, 1)
+    colours = cmap(np.nan_to_num(grid))[..., :3] * 255.0  # (h, w, 3)
+    blended = np.where(painted, (1 - alpha) * thumbnail + alpha * colours, thumbnail).astype(np.uint8)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 7.2 * h / w + 0.8)))
+    fig.subplots_adjust(left=0.02, right=0.88, bottom=0.02, top=0.94)  # fixed: tight_layout would draw twice
+    ax.imshow(blended, interpolation="antialiased")
+    bar = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), cmap)
+    fig.colorbar(bar, ax=ax, fraction=0.04, pad=0.02, label=label)
     if mpp:
         _scale_bar(ax, w, scale / mpp)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
