@@ -107,7 +107,7 @@ def _deploy(params, section: DeploySection, cohort_path: Path, features: str, ou
     classes = list(splits["classes"]) if splits else []
     models = {h: load_fold_models(h, section.model_uris.get(h) or section.models or train_param(params, "models"), classes,
                                   _mlflow(params)["tracking_uri"]) for h in heads}
-    provenance = next((m.provenance for ms in models.values() for m in ms if m.provenance), None)
+    provenance = _common_provenance(models)
     if provenance is None:  # MLflow models: the training store's attrs
         store = open_features(features_path(train_param(params, "features"), params))
         training_slides = sorted(splits["labels"]) if splits else store.slide_ids
@@ -132,6 +132,28 @@ def _deploy(params, section: DeploySection, cohort_path: Path, features: str, ou
     write_csv(output / "predictions.csv", pd.concat(tables, ignore_index=True))
     log.info("deploy: predictions of %d slides × %d heads → %s", len(ok), len(heads), output / "predictions.csv")
     return 0
+
+
+def _common_provenance(models) -> dict[str, Any] | None:
+    """The one training provenance of all fold models (None when no checkpoint records one).
+
+    Raises:
+        ProvenanceError: two fold models were trained on features of different encoders, weights or tiling.
+    """
+    from slidemil.pipeline.provenance import ProvenanceError
+
+    seen: dict[tuple, str] = {}
+    for head, fold_models in models.items():
+        for m in fold_models:
+            if m.provenance:
+                key = (m.provenance["encoder_id"], m.provenance["weights_sha256"],
+                       (m.provenance.get("tiling") or {}).get("params_digest"))
+                seen.setdefault(key, f"{head}/{m.name}")
+    if len(seen) > 1:
+        raise ProvenanceError("the fold models were trained on different features: " + "; ".join(
+            f"{where}: encoder {k[0]}, weights {k[1]}, tiling digest {k[2]}" for k, where in seen.items())
+            + "; deploy them in separate runs (--head)")
+    return next((m.provenance for ms in models.values() for m in ms if m.provenance), None)
 
 
 def _mlflow(params: dict[str, Any]) -> dict[str, Any]:

@@ -111,3 +111,21 @@ def test_training_overlap_names_patients_and_slides():
     overlap = training_overlap({"s2": "P1", "s1": "P1", "s3": "P9", "s4": "P2"}, ["P1", "P2", "P3"])
     assert overlap == {"P1": ["s1", "s2"], "P2": ["s4"]}
     assert training_overlap({"s1": "Q"}, []) == {}
+
+
+def test_fold_models_of_different_features_are_not_deployed_together():
+    from torch import nn
+
+    from slidemil.pipeline.ensemble import FoldModel
+    from slidemil.pipeline.stages.deploy import _common_provenance
+
+    def fold(name, weights):
+        return FoldModel(name, nn.Identity(), ["a", "b"], provenance={"encoder_id": "conch_v1", "weights_sha256": weights,
+                                                                     "tiling": {"params_digest": "d1"}})
+
+    same = {"abmil": [fold("fold-0", "w1"), fold("fold-1", "w1")], "clam_sb": [fold("fold-0", "w1")]}
+    assert _common_provenance(same)["weights_sha256"] == "w1"
+    assert _common_provenance({"abmil": [FoldModel("fold-0", nn.Identity(), ["a", "b"])]}) is None
+    mixed = {"abmil": [fold("fold-0", "w1")], "clam_sb": [fold("fold-0", "w2")]}
+    with pytest.raises(ProvenanceError, match="abmil/fold-0: encoder conch_v1, weights w1.*clam_sb/fold-0"):
+        _common_provenance(mixed)
