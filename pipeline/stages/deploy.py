@@ -75,6 +75,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         log.info("deploy: deploy.cohort is empty, nothing to deploy (give --cohort FILE)")
         write_json(Path("deploy") / "last.json", {"cohort": "", "output": ""})
         return 0
+    if not Path(cohort).is_file():
+        raise ParamsError(f"deploy cohort table {cohort} not found; give --cohort FILE or set deploy.cohort")
     features = getattr(args, "features", None) or section.features
     output = Path(section.output or Path("deploy") / Path(cohort).stem)
     heads = list(getattr(args, "head", None) or section.heads or train_param(params, "heads"))
@@ -176,8 +178,13 @@ def _tile_and_encode(params, provenance, cohort_path: Path, output: Path):
     extract_params = {**extract_section(provenance, stage_params(params, "extract", extract.DEFAULTS)),
                       "tiles": str(tiles), "output": str(output / "features"), "fail_if": "never"}
     extract.run({"extract": extract_params}, argparse.Namespace(force=False, list_encoders=False))
-    manifest = pd.read_csv(output / "features" / "manifest.csv", dtype={"slide_id": str, "reason": str},
-                           keep_default_na=False)
+    read = {"dtype": {"slide_id": str, "reason": str}, "keep_default_na": False}
+    manifest = pd.read_csv(output / "features" / "manifest.csv", **read)
+    tiling = pd.read_csv(tiles / "manifest.csv", **read).set_index("slide_id")
+    not_ok = manifest["status"] != "ok"  # say why in the tile stage's words (the extract stage only passes it on)
+    manifest.loc[not_ok, "reason"] = [f"{row.reason} (tiling: {tiling.at[row.slide_id, 'status']}: "
+                                      f"{tiling.at[row.slide_id, 'reason']})" if row.slide_id in tiling.index
+                                      else row.reason for row in manifest[not_ok].itertuples()]
     try:
         store = open_features(store_path(output / "features", provenance["encoder_id"]))
     except StoreError:  # nothing encoded: an empty store so the status table still gets written
