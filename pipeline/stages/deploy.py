@@ -109,7 +109,7 @@ def _deploy(params, section: DeploySection, cohort_path: Path, features: str, ou
     classes = list(splits["classes"]) if splits else []
     models = {h: load_fold_models(h, section.model_uris.get(h) or section.models or train_param(params, "models"), classes,
                                   _mlflow(params)["tracking_uri"]) for h in heads}
-    provenance = _common_provenance(models)
+    provenance = common_provenance(models)
     if provenance is None:  # MLflow models: the training store's attrs
         store = open_features(features_path(train_param(params, "features"), params))
         training_slides = sorted(splits["labels"]) if splits else store.slide_ids
@@ -136,7 +136,7 @@ def _deploy(params, section: DeploySection, cohort_path: Path, features: str, ou
     return 0
 
 
-def _common_provenance(models) -> dict[str, Any] | None:
+def common_provenance(models) -> dict[str, Any] | None:
     """The one training provenance of all fold models (None when no checkpoint records one).
 
     Raises:

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head", required=True, help="the MIL head whose fold models score the patches")
     parser.add_argument("--slides", nargs="+", default=None, metavar="ID", help="slides to draw (default: all)")
     parser.add_argument("--store", default=None, help="feature store (default: heatmap.store, else train.features)")
+    parser.add_argument("--cohort", default=None, help="cohort table whose labels go in the titles (default: the "
+                        "params' cohort and deploy.cohort)")
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
@@ -60,7 +62,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.extract.store import open_features
     from slidemil.pipeline.data import features_path
     from slidemil.pipeline.ensemble import load_fold_models
-    from slidemil.pipeline.stages.deploy import train_param, validate_heads
+    from slidemil.pipeline.provenance import check_features
+    from slidemil.pipeline.stages.deploy import common_provenance, train_param, validate_heads
 
     section = read_section(params, "heatmap", HeatmapSection)
     head = args.head
@@ -69,11 +72,14 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
                                                                                           params))
     classes = _classes(params)
     models = load_fold_models(head, section.model_uri or section.models or train_param(params, "models"), classes)
+    provenance = common_provenance({head: models})
+    if provenance:  # scores of features the models were not trained on would mean nothing
+        check_features(provenance, store)
     wanted = list(getattr(args, "slides", None) or section.slides or store.slide_ids)
     missing = [s for s in wanted if s not in store]
     for sid in missing:
         log.error("heatmap: slide %s has no complete group in %s", sid, store.path)
-    labels = _labels(params)
+    labels = _labels(params, getattr(args, "cohort", None))
     out = Path(section.output) / head
     rows = []
     for sid in (s for s in wanted if s not in missing):
@@ -163,8 +169,8 @@ def _classes(params: dict[str, Any]) -> list[str]:
     return list(load_splits(path)["classes"]) if path.is_file() else []
 
 
-def _labels(params: dict[str, Any]) -> dict[str, str]:
-    """slide_id → label from the cohort tables of the project (params cohort and deploy.cohort), where present."""
+def _labels(params: dict[str, Any], cohort: str | None = None) -> dict[str, str]:
+    """slide_id → label from the cohort tables (params cohort, deploy.cohort, then ``cohort``), where present."""
     from slidemil.core.errors import SlidemilError
     from slidemil.splits.cohort import load_cohort
     from slidemil.splits.task import load_task
@@ -174,7 +180,7 @@ def _labels(params: dict[str, Any]) -> dict[str, str]:
     except SlidemilError:
         return {}
     labels: dict[str, str] = {}
-    for table in (params.get("cohort"), (params.get("deploy") or {}).get("cohort")):
+    for table in (params.get("cohort"), (params.get("deploy") or {}).get("cohort"), cohort):
         if not table or not Path(table).is_file():
             continue
         cohort = load_cohort(table)

@@ -117,15 +117,15 @@ def test_fold_models_of_different_features_are_not_deployed_together():
     from torch import nn
 
     from slidemil.pipeline.ensemble import FoldModel
-    from slidemil.pipeline.stages.deploy import _common_provenance
+    from slidemil.pipeline.stages.deploy import common_provenance
 
     def fold(name, weights):
         return FoldModel(name, nn.Identity(), ["a", "b"], provenance={"encoder_id": "conch_v1", "weights_sha256": weights,
                                                                      "tiling": {"params_digest": "d1"}})
 
     same = {"abmil": [fold("fold-0", "w1"), fold("fold-1", "w1")], "clam_sb": [fold("fold-0", "w1")]}
-    assert _common_provenance(same)["weights_sha256"] == "w1"
-    assert _common_provenance({"abmil": [FoldModel("fold-0", nn.Identity(), ["a", "b"])]}) is None
+    assert common_provenance(same)["weights_sha256"] == "w1"
+    assert common_provenance({"abmil": [FoldModel("fold-0", nn.Identity(), ["a", "b"])]}) is None
     mixed = {"abmil": [fold("fold-0", "w1")], "clam_sb": [fold("fold-0", "w2")]}
     with pytest.raises(ProvenanceError, match="abmil/fold-0: encoder conch_v1, weights w1.*clam_sb/fold-0"):
-        _common_provenance(mixed)
+        common_provenance(mixed)
