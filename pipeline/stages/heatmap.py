@@ -109,7 +109,7 @@ def draw_slide(slide_id: str, store, fold_models, label: str, section: HeatmapSe
     pred = classes[int(np.argmax(scores.proba))]
     ranking = scores.attention if scores.attention is not None else (
         scores.class_scores[:, int(np.argmax(scores.proba))] if scores.class_scores is not None else None)
-    k = min(section.top_k, len(coords))
+    k = min(section.top_k, max(1, len(coords) // 2))  # small slides: as many lowest as highest
     order = np.argsort(-ranking, kind="stable") if ranking is not None else np.arange(len(coords))
     top, bottom = order[:k], order[::-1][: min(k, len(coords) - k)]  # no patch in both rows
     pixels = read_slide(attrs, coords, [*top, *bottom], section.thumbnail_size)
