@@ -41,3 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/allocator.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/gpu.py
+	$(BIN)/python bench/heatmap.py

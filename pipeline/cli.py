@@ -29,6 +29,8 @@ STAGES = {
     "probe": "slidemil.pipeline.stages.probe",
     "zeroshot": "slidemil.pipeline.stages.zeroshot",
     "report": "slidemil.pipeline.stages.report",
+    "deploy": "slidemil.pipeline.stages.deploy",
+    "heatmap": "slidemil.pipeline.stages.heatmap",
 }
 
 log = logging.getLogger("slidemil")

@@ -149,6 +149,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.crossval import FoldResult
     from slidemil.pipeline.figures import is_informative
+    from slidemil.pipeline.provenance import provenance_from_store
     from slidemil.pipeline.trainer import BagProbabilities, predict, train_fold
 
     section, data, bags, device = job.section, job.data, job.bags, job.device
@@ -175,7 +176,10 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
     with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
-                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
+                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
+                    "task_kind": "classification", "fold": k, "repeat": repeat, "test": test,
+                    "mlflow_run_id": child.run_id,
+                    "provenance": provenance_from_store(data.store, fold["train"][0])}, tmp)
     for i in range(min(section.n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
             log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
@@ -189,22 +193,11 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:
-    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable."""
-    import numpy as np
+    """Attention percentiles over the slide's thumbnail (the `slidemil heatmap` drawing); blank canvas if unreadable."""
+    from slidemil.pipeline.heatmaps import percentiles, slide_heatmap_figure
 
-    from slidemil.core.errors import SlideError
-    from slidemil.pipeline.figures import SlideView, attention_heatmap, read_slide_view
-
-    attrs = store.attrs(slide_id)
-    view = SlideView()
-    if attrs.get("slide_path"):
-        try:
-            view = read_slide_view(attrs["slide_path"], coords, attention, attrs)
-        except (SlideError, KeyError, OSError) as exc:
-            log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, exc)
-    size = attrs.get("patch_size_level0")
-    if not size:  # the grid step is the patch size when tiles do not overlap
-        steps = np.diff(np.unique(np.asarray(coords)[:, 0]))
-        size = float(steps.min()) if steps.size else 256.0
-    fig = attention_heatmap(coords, attention, float(size), view, title=f"{slide_id} (label {label})")
+    fig, problem = slide_heatmap_figure(store.attrs(slide_id), coords, percentiles(attention),
+                                        title=f"{slide_id} (label {label})")
+    if problem:
+        log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, problem)
     run.log_figure(fig, f"heatmaps/{slide_id}.png")

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slidemil.core.errors import ParamsError
 
-TOP_LEVEL_KEYS = ("cohort", "task", "tile", "extract", "split", "train", "probe", "zeroshot", "report", "mlflow")
+TOP_LEVEL_KEYS = ("cohort", "task", "tile", "extract", "split", "train", "probe", "zeroshot", "report", "mlflow",
+                  "deploy", "heatmap")
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:

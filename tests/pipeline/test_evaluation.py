@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from slidemil.pipeline.evaluation import Scoring, finish_method, pooled_by_slide, predictions_table, roc_table
-from slidemil.pipeline.figures import SlideView, attention_heatmap, confusion_figure, roc_figure
+from slidemil.pipeline.figures import confusion_figure, roc_figure
 
 CLASSES = ("benign", "tumor")
 
@@ -78,13 +78,4 @@ def test_figures_render(tmp_path):
     y, proba = pooled_by_slide(preds, CLASSES)
     roc_figure(y, proba, CLASSES).savefig(tmp_path / "roc.png")
     confusion_figure(y, proba.argmax(1), CLASSES).savefig(tmp_path / "cm.png")
-    coords = np.stack(np.meshgrid(np.arange(4) * 256, np.arange(3) * 256), -1).reshape(-1, 2)
-    att = np.linspace(0, 1, len(coords))
-    blank = attention_heatmap(coords, att, 256, SlideView(), title="blank")
-    thumb = np.full((64, 80, 3), 230, np.uint8)
-    patches = [np.zeros((16, 16, 3), np.uint8)] * 3
-    drawn = attention_heatmap(coords, att, 256, SlideView(thumb, 80 / 1024, patches), top_k=3)
-    assert len(drawn.axes) == 1 + 1 + 3  # slide, colour bar, 3 patches
-    assert len(blank.axes) == 2
-    drawn.savefig(tmp_path / "heat.png")
-    assert (tmp_path / "heat.png").stat().st_size > 1000
+    assert (tmp_path / "roc.png").stat().st_size > 1000 and (tmp_path / "cm.png").stat().st_size > 1000
