@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -299,23 +299,11 @@ def parent_run(
     An inherited ``MLFLOW_RUN_ID`` (e.g. set by a caller's own run) is dropped so runs never attach to
     it. The run ends FINISHED, or FAILED if the block raises (which re-raises).
     """
-    from mlflow import MlflowClient
-
     os.environ.pop("MLFLOW_RUN_ID", None)
     clock = [0.0]
     start = time.perf_counter()
     uri = tracking_uri(tracking, root)
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
-        experiment_id = client.create_experiment(
-            experiment,
-            artifact_location=_artifact_location(uri, root),
-            tags={"mlflow.experimentKind": "custom_model_development"},
-        )
-    else:
-        experiment_id = found.experiment_id
+    client, experiment_id = open_experiment(uri, experiment, root)
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
     info = client.create_run(experiment_id, tags=all_tags, run_name=f"{stage}@{name}").info
     clock[0] += time.perf_counter() - start
@@ -323,6 +311,49 @@ def parent_run(
     run.log_params(params)
     with _terminate_on_exit(run):
         yield run
+
+
+def open_experiment(uri: str, experiment: str, root: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """A client on the store at ``uri`` and the ID of ``experiment``, both created once across processes.
+
+    Parallel ``slidemil train --head X`` on a new SQLite store race twice: on creating the store's tables
+    (``table … already exists``, alembic errors) and on the experiment's unique name. A file lock beside
+    the store serialises both for local stores; for a server, a lost race on the name is answered by
+    looking the experiment up again. Raises ``mlflow.MlflowException`` for any other store error.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    lock_path = _store_lock_path(uri, root)
+    with FileLock(lock_path, timeout=600) if lock_path else nullcontext():
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)  # opening the store creates its schema
+        if found is not None:
+            return client, found.experiment_id
+        try:
+            # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
+            return client, client.create_experiment(
+                experiment,
+                artifact_location=_artifact_location(uri, root),
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
+        except MlflowException as exc:
+            found = client.get_experiment_by_name(experiment)  # another process created it meanwhile
+            if found is None:
+                raise exc
+            return client, found.experiment_id
+
+
+def _store_lock_path(uri: str, root: str | os.PathLike | None) -> Path | None:
+    """``<store>.lock`` beside a local SQLite file or file store; None for a server (it serialises itself)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return db.with_name(db.name + ".lock")
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return repo_root(root) / "mlflow.lock"
 
 
 @contextmanager
