@@ -88,7 +88,11 @@ def validate_sections(params: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``slidemil``; returns the process exit code (2 on a user error)."""
+    """Entry point of ``slidemil``; returns the process exit code.
+
+    2 on a user error (:class:`SlidemilError`), 130 on Ctrl-C, 1 on any other failure; each is one log
+    line, with the traceback under ``-v``.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -105,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines above the progress bars, not inside them
             return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc, exc_info=args.verbose)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished slides are kept; re-run to resume", exc_info=args.verbose)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback with -v
+        if args.verbose:
+            raise
+        log.error("%s failed: %s: %s (re-run with -v for the traceback)", args.stage, type(exc).__name__, exc)
+        return 1
 
 
 if __name__ == "__main__":
