@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import stage_params
 
@@ -104,6 +105,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     store_path = features_store_path(section["output"], encoder.id)
     config = replace(config, store=str(store_path))
 
+    tiles_manifest = Path(section["tiles"]) / "manifest.csv"
+    provenance.check_chain(tiles_manifest, "tile")
+    provenance.begin(Path(section["output"]) / "manifest.csv", "extract")  # stale until this run finishes
     manifest = open_tiles(section["tiles"]).manifest()
     jobs = [SlideJob(str(r.slide_id), str(r.status), "" if pd.isna(r.reason) else str(r.reason))
             for r in manifest.itertuples()]
@@ -126,6 +130,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         rows = run_jobs(jobs, config, section["scheduler"], section["n_workers"], on_result, patch_bar.update)
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     write_csv(Path(section["output"]) / "manifest.csv", frame)
+    provenance.record(Path(section["output"]) / "manifest.csv", "extract", {
+        str(tiles_manifest): provenance.file_digest(tiles_manifest), "store": str(store_path.resolve()),
+        "encoder": f"{encoder.id}:{encoder.weights_sha256}:{config.dtype}",
+    })
 
     seconds = time.perf_counter() - t0
     counts = frame["status"].value_counts().to_dict()

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slidemil.core import provenance
 from slidemil.core.atomic import write_csv
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import stage_params
@@ -72,6 +73,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not params.get("cohort"):
         raise ParamsError("params.yaml has no `cohort:` (path to the cohort CSV)")
 
+    output = Path(section["output"])
+    if output.is_file():
+        provenance.begin(output, "split")  # a failing run must not leave the old splits looking current
     cohort = load_cohort(params["cohort"])
     labelled = label_cohort(cohort, task, section["label_conflict"], section["site_column"])
     excluded = dict(labelled.excluded)
@@ -81,6 +85,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         for key in ("tiles_manifest", "features_manifest"):
             if section[key]:
                 table = read_manifest(section[key])
+                if table is not None:
+                    provenance.check_chain(section[key], "tile" if key == "tiles_manifest" else "extract")
                 if table is None:
                     log.warning("split.%s %s does not exist; not checked", key, section[key])
                 else:
@@ -104,9 +110,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     for message in labelled.warnings + notes + missing_class_warnings(summary, splits["classes"]):
         log.warning("%s", message)
     _log_counts(len(cohort), slides, excluded)
-    output = Path(section["output"])
     _warn_if_changed(output, splits)
     write_splits(output, splits)
+    inputs = {path: provenance.file_digest(path) for path in (params["cohort"], section["tiles_manifest"],
+                                                              section["features_manifest"]) if path and Path(path).is_file()}
+    provenance.record(output, "split", {**inputs, "task and split params": provenance.value_digest(
+        {"task": params.get("task"), "split": section})})
     summary_path = output.with_name(f"{output.stem}_summary.csv")
     write_csv(summary_path, summary)
     log.info("%s: %s, %d fold(s) × %d repeat(s)\n%s", output, config.strategy, splits["n_folds"],

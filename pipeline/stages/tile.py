@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, SlideError
 from slidemil.core.params import stage_params
 
@@ -86,6 +87,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     cohort = load_cohort(params["cohort"])
     root = Path(cfg["output"])
     root.mkdir(parents=True, exist_ok=True)
+    provenance.begin(root / MANIFEST, "tile")  # an interrupted run leaves a manifest marked stale
     store = open_tiles(root)
     rows: list[dict[str, Any]] = []
     progress = tqdm(cohort.itertuples(index=False), total=len(cohort), desc="tile", unit="slide")
@@ -94,6 +96,11 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         rows.append(tile_one(slide.slide_id, Path(slide.path), slide.mpp, cfg, root, store,
                              force=getattr(args, "force", False)))
         write_csv(root / MANIFEST, _frame(rows, MANIFEST_COLUMNS))  # keep finished rows if we crash
+    provenance.record(root / MANIFEST, "tile", {
+        params["cohort"]: provenance.file_digest(params["cohort"]),
+        "tile params": provenance.value_digest({k: v for k, v in stage_params(params, "tile", DEFAULTS).items()
+                                                if k not in _NOT_IN_DIGEST}),
+    })
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed", "skipped")}
     n_patches = sum(r["n_patches"] for r in rows if r["status"] == "ok")
     log.info("tile: %d ok, %d no_tissue, %d failed, %d skipped of %d slides; %d patches → %s",
