@@ -26,7 +26,11 @@ from typing import Any
 MLFLOW_DEFAULTS: dict[str, Any] = {
     "experiment": "",  # experiment name; empty → the task's label column
     "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
+    "max_model_mb": 200,  # larger models are not logged to MLflow (the weights stay under models/)
 }
+
+#: Never copied into MLflow: feature stores are large and live under data/ (DVC tracks them).
+_FEATURE_STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request
@@ -140,9 +144,10 @@ class Run:
         seconds: wall seconds spent in MLflow calls through this object (and its children).
     """
 
-    def __init__(self, client, run_id: str, clock: list[float]) -> None:
+    def __init__(self, client, run_id: str, clock: list[float], max_model_mb: float = 200) -> None:
         self.client = client
         self.run_id = run_id
+        self.max_model_mb = max_model_mb
         self._clock = clock  # shared by a parent and its children: [seconds]
         self._buffer: list = []
 
@@ -204,7 +209,13 @@ class Run:
         plt.close(figure)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Copy a local file into the run's artifacts (under ``artifact_path``)."""
+        """Copy a local file into the run's artifacts (under ``artifact_path``); a folder or a feature store
+        (``.zarr``, ``.h5``) is refused with a warning: MLflow would copy gigabytes."""
+        path = Path(path)
+        if path.is_dir() or path.suffix.lower() in _FEATURE_STORE_SUFFIXES:
+            logging.getLogger(__name__).warning("not logging %s to MLflow: folders and feature stores stay on disk",
+                                                path)
+            return
         with self._timed():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -218,7 +229,15 @@ class Run:
 
         ``model`` maps float32 ``[B, N, D]`` to ``[B, C]`` (input spec ``(-1, -1, in_dim)``, output
         ``(-1, n_outputs)``). Pip requirements are given, not inferred, to keep the call cheap.
+        A model above ``max_model_mb`` (parameters + buffers) is not logged: a warning says so, and the
+        weights stay where the caller saved them (``models/``).
         """
+        size_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+        if size_mb > self.max_model_mb:
+            logging.getLogger(__name__).warning(
+                "model of %.0f MB not logged to MLflow (mlflow.max_model_mb=%s); its weights stay under models/",
+                size_mb, self.max_model_mb)
+            return
         import mlflow
         import mlflow.pytorch
         import numpy as np
@@ -258,8 +277,9 @@ def _quiet(*loggers: str) -> Iterator[None]:
 class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
-    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str) -> None:
-        super().__init__(client, run_id, clock)
+    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str,
+                 max_model_mb: float = 200) -> None:
+        super().__init__(client, run_id, clock, max_model_mb)
         self.experiment_id = experiment_id
         self.tracking = tracking
 
@@ -273,7 +293,7 @@ class ParentRun(Run):
         name = f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
         with self._timed():
             info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
-        child = Run(self.client, info.run_id, self._clock)
+        child = Run(self.client, info.run_id, self._clock, self.max_model_mb)
         with _terminate_on_exit(child):
             yield child
 
@@ -287,6 +307,7 @@ def parent_run(
     experiment: str,
     tracking: str = "",
     root: str | os.PathLike | None = None,
+    max_model_mb: float = MLFLOW_DEFAULTS["max_model_mb"],
 ) -> Iterator[ParentRun]:
     """Open the parent run ``<stage>@<name>`` in ``experiment`` (created with artifacts beside the DB).
 
@@ -294,7 +315,7 @@ def parent_run(
         stage: e.g. ``train``; name: head or probe name; params: logged once, flattened;
         tags: provenance (see :func:`provenance_tags`), plus ``stage`` and ``method`` added here;
         experiment: experiment name (one per task); tracking: URI (empty → :func:`tracking_uri`);
-        root: repo root (default: found from cwd).
+        root: repo root (default: found from cwd); max_model_mb: larger models are not logged (children too).
 
     An inherited ``MLFLOW_RUN_ID`` (e.g. set by a caller's own run) is dropped so runs never attach to
     it. The run ends FINISHED, or FAILED if the block raises (which re-raises).
@@ -307,7 +328,7 @@ def parent_run(
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
     info = client.create_run(experiment_id, tags=all_tags, run_name=f"{stage}@{name}").info
     clock[0] += time.perf_counter() - start
-    run = ParentRun(client, info.run_id, experiment_id, clock, uri)
+    run = ParentRun(client, info.run_id, experiment_id, clock, uri, max_model_mb)
     run.log_params(params)
     with _terminate_on_exit(run):
         yield run

@@ -137,7 +137,8 @@ def _train_head(head, kwargs, section, params, data, bags, coords, ordered, devi
               "features": str(data.store.path), "method": f"train@{head}"}
     tables: list[pd.DataFrame] = []
     fold_metrics: list[dict[str, Any]] = []
-    with parent_run("train", head, logged, data.tags, experiment, mlflow_section["tracking_uri"]) as parent:
+    with parent_run("train", head, logged, data.tags, experiment, mlflow_section["tracking_uri"],
+                    max_model_mb=mlflow_section["max_model_mb"]) as parent:
         for fold in data.splits["folds"]:
             k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
             record: dict[str, Any] = {"fold": k, "repeat": repeat}
