@@ -18,6 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slidemil.core.errors import SlidemilError
 from slidemil.core.params import load_params, stage_params
+from slidemil.pipeline.preflight import check_cohort_columns
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if needs_params or Path(args.params).is_file():
             params = load_params(args.params, args.overrides)
             validate_sections(params)
+            check_cohort_columns(params)  # a typo'd label column stops any stage at once
         else:
             params = {}
         with logging_redirect_tqdm():  # log lines above the progress bars, not inside them

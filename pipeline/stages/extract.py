@@ -33,6 +33,7 @@ from typing import Any
 from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import stage_params
+from slidemil.pipeline.preflight import failure_verdict, parse_fail_if
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
 
@@ -48,10 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "dtype": "float32",  # float32 | float16 (stored features)
     "tiles": "data/tiles",  # tiles store (output of `slidemil tile`)
     "output": "data/features",  # folder of <encoder_id>.zarr and manifest.csv
-    "fail_if": "all_failed",  # exit code 1 when: all_failed | any_failed | never
+    # exit 1 when more than this fraction of slides failed | all_failed | any_failed | never; None → 0.5
+    # (None since the params checker types a key by its default, and this one is a number or a word)
+    "fail_if": None,
 }
 
-FAIL_IF = ("all_failed", "any_failed", "never")
 log = logging.getLogger(__name__)
 
 
@@ -145,19 +147,15 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         int(frame["reason"].fillna("").str.startswith("up to date").sum()), n_patches, seconds,
         n_patches / seconds if seconds else 0.0, store_path,
     )
-    failed = int(counts.get("failed", 0))
-    if section["fail_if"] == "any_failed" and failed:
-        return 1
-    if section["fail_if"] == "all_failed" and failed and failed == len(frame) - int(counts.get("skipped", 0)):
-        return 1
-    return 0
+    fails, verdict = failure_verdict(counts, parse_fail_if(section["fail_if"], "extract.fail_if"), "extract.fail_if")
+    log.log(logging.ERROR if fails else logging.INFO, "extract: %s", verdict)
+    return 1 if fails else 0
 
 
 def _validate(section: dict[str, Any]) -> None:
     if section["dtype"] not in ("float32", "float16"):
         raise ParamsError(f"extract.dtype must be float32 or float16, got {section['dtype']!r}")
-    if section["fail_if"] not in FAIL_IF:
-        raise ParamsError(f"extract.fail_if must be one of {', '.join(FAIL_IF)}, got {section['fail_if']!r}")
+    parse_fail_if(section["fail_if"], "extract.fail_if")
     scheduler = str(section["scheduler"])
     if scheduler not in ("none", "local") and "://" not in scheduler:
         raise ParamsError(f"extract.scheduler must be none, local or a scheduler address like tcp://host:8786, "

@@ -12,7 +12,7 @@ segment the tissue on a streamed overview (~8 µm/px), keep the grid patches wit
 
 A slide's failure is recorded and the cohort goes on. A slide whose tiles exist for the same file and
 parameters is not recomputed (--force recomputes). Exit status 1 when no slide is ok
-(`tile.fail_if: any_failed`: when any slide failed).
+(`tile.fail_if`: 0.5 → when more than half the slides failed; any_failed; all_failed).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, SlideError
 from slidemil.core.params import stage_params
+from slidemil.pipeline.preflight import empty_reason, failure_verdict, parse_fail_if
 
 HELP = "find tissue and lay the patch grid on every cohort slide (→ data/tiles/)"
 
@@ -42,7 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "mpp_range": [0.05, 50.0],  # plausible level-0 µm/px from metadata
     "memory_budget_mb": 1024,  # largest single read
     "qc_size": 1024,  # longer side of the QC image (px)
-    "fail_if": "all_failed",  # all_failed | any_failed
+    # exit 1 when more than this fraction of slides failed | all_failed | any_failed | never; None → 0.5
+    # (None since the params checker types a key by its default, and this one is a number or a word)
+    "fail_if": None,
     "tissue": {
         "mask_mpp": 8.0,
         "min_mask_side": 512,
@@ -103,11 +106,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     })
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed", "skipped")}
     n_patches = sum(r["n_patches"] for r in rows if r["status"] == "ok")
-    log.info("tile: %d ok, %d no_tissue, %d failed, %d skipped of %d slides; %d patches → %s",
-             counts["ok"], counts["no_tissue"], counts["failed"], counts["skipped"], len(rows), n_patches, root)
-    if cfg["fail_if"] == "any_failed" and counts["failed"]:
-        return 1
-    return 0 if counts["ok"] or not rows else 1
+    fails, verdict = failure_verdict(counts, cfg["fail_if"], "tile.fail_if")
+    log.log(logging.ERROR if fails else logging.INFO, "tile: %s; %d patches → %s", verdict, n_patches, root)
+    return 1 if fails or (rows and not counts["ok"]) else 0
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -130,11 +131,11 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
          "[low, high] µm/px"),
         ("memory_budget_mb", cfg["memory_budget_mb"] > 0, "a positive number of MB"),
         ("qc_size", cfg["qc_size"] >= 64, "≥ 64 px"),
-        ("fail_if", cfg["fail_if"] in ("all_failed", "any_failed"), "all_failed or any_failed"),
     ]
     for key, ok, allowed in checks:
         if not ok:
             raise ParamsError(f"params key 'tile.{key}' = {cfg[key]!r} must be {allowed}")
+    cfg = {**cfg, "fail_if": parse_fail_if(cfg["fail_if"], "tile.fail_if")}
     try:
         tissue = TissueParams.from_dict(cfg["tissue"])
     except (TypeError, ValueError) as exc:
@@ -180,7 +181,7 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
     from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
     from slidemil.extract.levels import choose_level
     from slidemil.extract.qc import draw_qc, encode_png
-    from slidemil.extract.slide import open_slide, resize
+    from slidemil.extract.slide import open_slide, read_patch, resize
     from slidemil.extract.tiles import QC_DIR, group_name, write_slide_tiles
     from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
 
@@ -210,7 +211,8 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
                          f"(x, y, w, h): {overview.unreadable[:5]}")
         if segmentation.pen_fraction > 0.001:
             notes.append(f"pen ink removed from {segmentation.pen_fraction:.1%} of the overview")
-        if len(coords):
+        if len(coords):  # a level that cannot be decoded fails here, not first at extract
+            read_patch(slide, int(coords[0][0]), int(coords[0][1]), choice.level, choice.read_size, choice.patch_size)
             status = "ok"
         elif not len(candidates):
             status = "skipped"
@@ -218,8 +220,7 @@ def _tile_slide(slide_id: str, path: Path, override: float | None, cfg: dict[str
                             f"({choice.patch_size_level0} level-0 px); lower tile.patch_size or tile.target_mpp")
         else:
             status = "no_tissue"
-            notes.insert(0, f"no patch with ≥ {cfg['min_tissue_fraction']:.0%} tissue "
-                            f"(tissue found: {tissue_mm2:.3f} mm²)")
+            notes.insert(0, empty_reason(tissue_mm2, cfg, segmentation.method, segmentation.threshold))
         reason = "; ".join(notes)
         attrs = {
             "status": status, "reason": reason, "mpp": slide.mpp, "mpp_source": slide.mpp_source,

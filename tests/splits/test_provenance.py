@@ -65,7 +65,7 @@ def test_split_then_consumers_refuse_stale_inputs(project):
         check_features_lineage(store, "data/splits.json")
 
     # a split that fails leaves no splits.json that looks current
-    assert cli.main(["split", "--set", "task.label=lable"]) == 2
+    assert cli.main(["split", "--set", "task.classes=[luad, nope]"]) == 2
     assert (project / "data/splits.json").is_file()
     with pytest.raises(StaleInputError, match="last `slidemil split` did not finish; re-run `slidemil split`"):
         check_features_lineage(store, "data/splits.json")

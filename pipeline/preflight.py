@@ -1,0 +1,90 @@
+"""Checks every stage runs before any work, and the batch stages' ``fail_if`` rule.
+
+- :func:`check_cohort_columns`: the columns the task needs exist in the cohort table, so a typo in
+  ``task.label`` stops ``tile`` at once instead of ``split`` after hours of extraction.
+- :func:`parse_fail_if` / :func:`failure_verdict`: ``tile.fail_if`` / ``extract.fail_if`` as a fraction of
+  slides (``0.5``: fail when more than half failed) or ``all_failed`` / ``any_failed``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from slidemil.core.errors import CohortError, ParamsError
+
+FAIL_IF_WORDS = ("all_failed", "any_failed", "never")
+DEFAULT_FAIL_IF = 0.5  # fail a batch stage when more than half of its slides failed
+
+
+def check_cohort_columns(params: Mapping[str, Any]) -> None:
+    """Check that the cohort table has the task's label column (and ``split.site_column`` when set).
+
+    Reads only the header. A missing cohort file is left to the stage (which names it).
+
+    Raises:
+        CohortError: naming the missing column, the file and the columns it has.
+    """
+    cohort = params.get("cohort")
+    if not cohort or not Path(cohort).is_file():
+        return
+    with open(cohort, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    needed = {"task.label": (params.get("task") or {}).get("label", "label"),
+              "split.site_column": (params.get("split") or {}).get("site_column", "")}
+    for key, column in needed.items():
+        if column and column not in header:
+            raise CohortError(f"{cohort} has no column {column!r} ({key}); its columns are {', '.join(header)}. "
+                              f"Fix {key} in params.yaml or the cohort table")
+
+
+def parse_fail_if(value: Any, key: str) -> float | str:
+    """``all_failed`` | ``any_failed`` | ``never`` | a fraction in [0, 1) of failed slides above which the stage
+    fails (None: :data:`DEFAULT_FAIL_IF`).
+
+    Raises:
+        ParamsError: naming ``key`` and the allowed values.
+    """
+    if value is None:
+        return DEFAULT_FAIL_IF
+    if value in FAIL_IF_WORDS:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
+        return float(value)
+    raise ParamsError(f"{key} = {value!r} must be a fraction in [0, 1) of failed slides (e.g. 0.5), "
+                      f"all_failed, any_failed or never")
+
+
+def failure_verdict(statuses: Mapping[str, int], fail_if: float | str, key: str) -> tuple[bool, str]:
+    """Whether a batch stage fails, and a line with the per-status counts that says why.
+
+    ``statuses`` counts the slides per status; ``skipped`` slides (nothing to do) do not count.
+    ``any_failed``: one failed slide fails; ``all_failed``: every counted slide failed; a fraction: more
+    than that share of the counted slides failed.
+    """
+    counted = sum(n for status, n in statuses.items() if status != "skipped")
+    failed = int(statuses.get("failed", 0))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    if fail_if == "never":
+        fails = False
+    elif fail_if == "any_failed":
+        fails = failed > 0
+    elif fail_if == "all_failed":
+        fails = counted > 0 and failed == counted
+    else:
+        fails = counted > 0 and failed / counted > float(fail_if)
+    share = f"{failed}/{counted}" if counted else "0"
+    verdict = "exceeds" if fails else "within"
+    return fails, f"slides: {counts}; {share} failed, {verdict} {key}={fail_if}"
+
+
+def empty_reason(tissue_mm2: float, cfg: Mapping[str, Any], method: str, threshold: float) -> str:
+    """Why tiling kept no patch, naming the filter and its parameter (the ``tile`` section in ``cfg``)."""
+    tissue = cfg["tissue"]
+    if tissue_mm2 <= 0:
+        return (f"no tissue: the {method} threshold {threshold:.0f} found none, or every region was smaller than "
+                f"tile.tissue.min_area_mm2={tissue.min_area_mm2} mm² (lower it, or check tile.tissue.method)")
+    return (f"no patch has ≥ {cfg['min_tissue_fraction']:.0%} tissue (tile.min_tissue_fraction="
+            f"{cfg['min_tissue_fraction']}; {tissue_mm2:.3f} mm² of tissue found): lower it or tile.patch_size")
