@@ -88,3 +88,25 @@ def empty_reason(tissue_mm2: float, cfg: Mapping[str, Any], method: str, thresho
                 f"tile.tissue.min_area_mm2={tissue.min_area_mm2} mm² (lower it, or check tile.tissue.method)")
     return (f"no patch has ≥ {cfg['min_tissue_fraction']:.0%} tissue (tile.min_tissue_fraction="
             f"{cfg['min_tissue_fraction']}; {tissue_mm2:.3f} mm² of tissue found): lower it or tile.patch_size")
+
+
+def check_ids_match(slide_ids: list[str], manifests: Mapping[str, Any]) -> None:
+    """One clear error when none of the cohort's slide_ids is in a tiles/features manifest, e.g. a cohort
+    keyed by patient while the (imported) features are per slide.
+
+    ``manifests``: ``{path: DataFrame with a slide_id column}``.
+
+    Raises:
+        CohortError: listing a few unmatched cohort ids and a few ids the manifest has.
+    """
+    for name, table in manifests.items():
+        known = set(table["slide_id"].astype(str))
+        if slide_ids and known and not known.intersection(slide_ids):
+            raise CohortError(
+                f"none of your slide_ids match the store ({name}): cohort {_few(slide_ids)}; store {_few(sorted(known))}. "
+                "The cohort's slide_id must name the slides as the features do (file names without extension); "
+                "is the cohort keyed by patient?")
+
+
+def _few(ids: list[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f", … ({len(ids)} in all)" if len(ids) > n else "")

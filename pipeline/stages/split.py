@@ -31,6 +31,7 @@ from slidemil.core import provenance
 from slidemil.core.atomic import write_csv
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import stage_params
+from slidemil.pipeline.preflight import check_ids_match
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,6 +99,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
                 "or set split.require_features=false to split the whole cohort (training then checks the "
                 "features with the leakage guard)"
             )
+        check_ids_match(slides["slide_id"].tolist(), manifests)
         failed = feature_exclusions(slides["slide_id"].tolist(), manifests)
         excluded.update(failed)
         slides = slides[~slides["slide_id"].isin(failed)].reset_index(drop=True)
