@@ -164,7 +164,8 @@ def _train_head(head, kwargs, section, params, data, bags, coords, ordered, devi
                               "figures/confusion.png")
         wall = time.perf_counter() - start
         parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
-    log.info("train@%s: test AUROC %.3f ± %.3f over %d usable folds (%d failed); %.1f s, MLflow %.1f%%", head,
+    log.info("train@%s: test AUROC %.3f ± %.3f over %d usable folds (%d failed); %.1f s wall time, of which "
+             "MLflow took %.1f%% (creating runs, logging metrics, figures and models)", head,
              summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_std", float("nan")),
              summary.get("test/n_usable_folds", 0), summary["n_failed_folds"], wall, 100 * parent.seconds / wall)
     return summary
@@ -178,7 +179,7 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.evaluation import fold_test_metrics, predictions_table
     from slidemil.pipeline.figures import confusion_figure, is_informative, roc_figure
-    from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+    from slidemil.pipeline.trainer import BagProbabilities, EpochProgress, TrainConfig, predict, train_fold
 
     cfg = TrainConfig(device=device, **{k: section[k] for k in (
         "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
@@ -191,8 +192,9 @@ def _train_fold(head, kwargs, section, data, bags, coords, fold, ordered, device
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
-    result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes, cfg,
-                        callbacks=[log_epoch])
+    with EpochProgress(cfg.epochs, f"{head} fold {fold['fold']}", cfg.monitor) as progress:
+        result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes,
+                            cfg, callbacks=[log_epoch, progress])
     test = list(fold["test"])
     pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
     metrics = fold_test_metrics(pred.y_true, pred.proba, ordered)
