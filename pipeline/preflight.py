@@ -110,3 +110,24 @@ def check_ids_match(slide_ids: list[str], manifests: Mapping[str, Any]) -> None:
 
 def _few(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f", … ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def check_slides_unchanged(tiles, slide_ids: list[str]) -> None:
+    """Refuse tiles of a slide file replaced or rewritten since tiling (its size/mtime fingerprint changed).
+
+    ``tiles``: the tiles store (``extract.tiles.open_tiles``); ``slide_ids``: slides tiled ok.
+
+    Raises:
+        StaleInputError: naming the slides and the stage to re-run (``slidemil tile``).
+    """
+    from slidemil.core.errors import StaleInputError
+    from slidemil.extract.tiles import slide_fingerprint
+
+    changed = []
+    for slide_id in slide_ids:
+        attrs = tiles.attrs(slide_id)
+        path = Path(attrs.get("slide_path", ""))
+        if attrs.get("slide_fingerprint") and path.is_file() and slide_fingerprint(path) != attrs["slide_fingerprint"]:
+            changed.append(f"{slide_id} ({path})")
+    if changed:
+        raise StaleInputError(f"slide files changed since they were tiled: {_few(changed)}; re-run `slidemil tile`")

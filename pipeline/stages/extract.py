@@ -33,7 +33,7 @@ from typing import Any
 from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import stage_params
-from slidemil.pipeline.preflight import failure_verdict, parse_fail_if
+from slidemil.pipeline.preflight import check_slides_unchanged, failure_verdict, parse_fail_if
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
 
@@ -111,6 +111,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     provenance.check_chain(tiles_manifest, "tile")
     provenance.begin(Path(section["output"]) / "manifest.csv", "extract")  # stale until this run finishes
     manifest = open_tiles(section["tiles"]).manifest()
+    check_slides_unchanged(open_tiles(section["tiles"]), manifest.loc[manifest["status"] == "ok", "slide_id"].tolist())
     jobs = [SlideJob(str(r.slide_id), str(r.status), "" if pd.isna(r.reason) else str(r.reason))
             for r in manifest.itertuples()]
     log.info("extract: %d slides, encoder %s (%s, weights %s) on %s, batch %d, %d reader threads → %s",

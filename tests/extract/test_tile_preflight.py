@@ -90,3 +90,20 @@ def test_typo_in_label_column_stops_tile_before_any_work(tmp_path, good_slide, m
     assert cli.main(["tile"]) == 2
     assert "cohort.csv has no column 'lable' (task.label); its columns are slide_id, path, label" in caplog.text
     assert not (tmp_path / "data").exists()
+
+
+def test_slide_rewritten_after_tiling_is_refused(tmp_path, good_slide):
+    import os
+
+    from slidemil.core.errors import StaleInputError
+    from slidemil.core.provenance import check
+    from slidemil.pipeline.preflight import check_slides_unchanged
+
+    _, manifest = _run(tmp_path, [{"slide_id": "good", "path": str(good_slide), "patient_id": "g", "mpp": ""}])
+    assert check(tmp_path / "tiles/manifest.csv", "tile")["complete"] is True  # tile recorded its output
+    store = open_tiles(tmp_path / "tiles")
+    check_slides_unchanged(store, ["good"])
+    stat = good_slide.stat()
+    os.utime(good_slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file replaced later
+    with pytest.raises(StaleInputError, match=r"slide files changed since they were tiled: good .*re-run `slidemil tile`"):
+        check_slides_unchanged(store, ["good"])
