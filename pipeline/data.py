@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slidemil.pipeline.tracking import file_digest, json_digest, provenance_tags
+from slidemil.core.provenance import file_digest
+from slidemil.core.provenance import value_digest as json_digest
+from slidemil.pipeline.tracking import provenance_tags
 
 
 @dataclass

@@ -12,7 +12,6 @@ seconds spent in MLflow are counted (:attr:`Run.seconds`) so the stage can repor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -62,21 +61,6 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{repo_root(root) / 'mlflow.db'}"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def json_digest(obj: Any) -> str:
-    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys); e.g. a store's per-slide attrs."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:

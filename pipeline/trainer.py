@@ -242,7 +242,9 @@ class EpochProgress:
         from tqdm import tqdm
 
         self.monitor = monitor
-        self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", leave=False, file=file, dynamic_ncols=True)
+        # mininterval 0: an epoch takes seconds, so every epoch is drawn (tqdm would skip fast ones)
+        self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", leave=False, file=file, dynamic_ncols=True,
+                        mininterval=0)
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
         shown = {k: f"{metrics[k]:.3f}" for k in (self.monitor, "train/loss") if k in metrics}
