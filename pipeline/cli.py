@@ -18,7 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from slidemil.core.errors import SlidemilError
 from slidemil.core.params import load_params, stage_params
-from slidemil.pipeline.preflight import check_cohort_columns
+from slidemil.pipeline.cohort_columns import check_cohort_columns
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",

@@ -1,14 +1,13 @@
-"""Checks every stage runs before any work, and the batch stages' ``fail_if`` rule.
+"""Checks stages run before any work, and the batch stages' ``fail_if`` rule.
 
-- :func:`check_cohort_columns`: the columns the task needs exist in the cohort table, so a typo in
-  ``task.label`` stops ``tile`` at once instead of ``split`` after hours of extraction.
+- :func:`check_ids_match`, :func:`check_slides_unchanged`: the cohort and the slide files still match what
+  the stores were made from.
 - :func:`parse_fail_if` / :func:`failure_verdict`: ``tile.fail_if`` / ``extract.fail_if`` as a fraction of
   slides (``0.5``: fail when more than half failed) or ``all_failed`` / ``any_failed``.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,6 @@ from slidemil.core.errors import CohortError, ParamsError
 
 FAIL_IF_WORDS = ("all_failed", "any_failed", "never")
 DEFAULT_FAIL_IF = 0.5  # fail a batch stage when more than half of its slides failed
-
-
-def check_cohort_columns(params: Mapping[str, Any]) -> None:
-    """Check that the cohort table has the task's label column (and ``split.site_column`` when set).
-
-    Reads only the header. A missing cohort file is left to the stage (which names it).
-
-    Raises:
-        CohortError: naming the missing column, the file and the columns it has.
-    """
-    cohort = params.get("cohort")
-    if not cohort or not Path(cohort).is_file():
-        return
-    with open(cohort, newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), [])
-    needed = {"task.label": (params.get("task") or {}).get("label", "label"),
-              "split.site_column": (params.get("split") or {}).get("site_column", "")}
-    for key, column in needed.items():
-        if column and column not in header:
-            raise CohortError(f"{cohort} has no column {column!r} ({key}); its columns are {', '.join(header)}. "
-                              f"Fix {key} in params.yaml or the cohort table")
 
 
 def parse_fail_if(value: Any, key: str) -> float | str:
