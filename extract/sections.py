@@ -20,6 +20,10 @@ from slidemil.core.params import Section
 NOT_IN_DIGEST = ("output", "fail_if", "memory_budget_mb", "qc_size")
 
 Byte = Annotated[int, Field(ge=0, le=255)]
+#: a batch stage's exit rule: a fraction in [0, 1) of failed slides above which it fails, or a word
+FailIf = Annotated[float, Field(ge=0, lt=1)] | Literal["all_failed", "any_failed", "never"]
+FAIL_IF_HELP = ("exit status 1 when more than this fraction of slides failed (skipped ones not counted), "
+                "or all_failed | any_failed | never; the per-status counts are printed")
 
 
 def _invalid(must_be: str) -> PydanticCustomError:
@@ -92,8 +96,7 @@ class TileSection(Section):
                                                                      "from metadata")
     memory_budget_mb: float = Field(1024, gt=0, description="largest single read (MB)")
     qc_size: int = Field(1024, ge=64, description="longer side of the QC image (px)")
-    fail_if: Literal["all_failed", "any_failed"] = Field("all_failed", description="exit status 1 when all "
-                                                                                   "slides or any slide failed")
+    fail_if: FailIf = Field(0.5, description=FAIL_IF_HELP)
     tissue: TissueSection = Field(default_factory=TissueSection, description="tissue segmentation")
 
     @field_validator("overlap")
@@ -147,8 +150,7 @@ class ExtractSection(Section):
     dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored features")
     tiles: str = Field("data/tiles", description="tiles store (output of `slidemil tile`)")
     output: str = Field("data/features", description="folder of <encoder_id>.zarr and manifest.csv")
-    fail_if: Literal["all_failed", "any_failed", "never"] = Field(
-        "all_failed", description="exit status 1 when all slides, any slide, or never failed")
+    fail_if: FailIf = Field(0.5, description=FAIL_IF_HELP)
     stain_norm: StainNormSection = Field(default_factory=StainNormSection,
                                          description="stain normalisation (off by default)")
 

@@ -315,7 +315,7 @@ def _open_reader(path: Path, memory_budget_mb: float):
     if tiff is not None and tiff.error:  # a TIFF header that tifffile cannot follow: damaged, not exotic
         raise SlideError(f"{path}: unreadable (truncated or corrupt file: tifffile: {tiff.error})")
     try:
-        return TiffBackend(path)
+        return TiffBackend(path, memory_budget_mb)
     except Exception as exc:  # noqa: BLE001 — tifffile/zarr raise many types; the message is reported
         errors.append(f"tifffile: {type(exc).__name__}: {exc}")
     raise SlideError(f"{path}: unreadable: no reader can open this file ({'; '.join(errors)})")

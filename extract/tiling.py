@@ -66,7 +66,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
     from slidemil.extract.grid import grid_coords, select_patches, tissue_fractions
     from slidemil.extract.levels import choose_level
     from slidemil.extract.qc import draw_qc, encode_png, overview_downsample
-    from slidemil.extract.slide import open_slide, resize
+    from slidemil.extract.slide import open_slide, read_patch, resize
     from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
 
     path = Path(path)
@@ -99,7 +99,8 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
                          f"(x, y, w, h): {overview.unreadable[:5]}")
         if segmentation.pen_fraction > 0.001:
             notes.append(f"pen ink removed from {segmentation.pen_fraction:.1%} of the overview")
-        if len(coords):
+        if len(coords):  # a level that cannot be decoded fails here, not first at extract
+            read_patch(slide, int(coords[0][0]), int(coords[0][1]), choice.level, choice.read_size, choice.patch_size)
             status = "ok"
         elif not len(candidates):
             status = "skipped"
@@ -107,8 +108,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
                             f"({choice.patch_size_level0} level-0 px); lower tile.patch_size or tile.target_mpp")
         else:
             status = "no_tissue"
-            notes.insert(0, f"no patch with ≥ {config.min_tissue_fraction:.0%} tissue "
-                            f"(tissue found: {tissue_mm2:.3f} mm²)")
+            notes.insert(0, empty_reason(tissue_mm2, config, segmentation.method, segmentation.threshold))
         reason = "; ".join(notes)
         attrs = {
             "status": status, "reason": reason, "mpp": slide.mpp, "mpp_source": slide.mpp_source,
@@ -126,3 +126,12 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
         qc = draw_qc(overview.image, overview.downsample, segmentation.mask, coords, choice.patch_size_level0,
                      overview.unreadable)
     return TileResult(status, reason, coords, fractions, attrs, encode_png(qc))
+
+
+def empty_reason(tissue_mm2: float, config: TileSection, method: str, threshold: float) -> str:
+    """Why tiling kept no patch, naming the filter and its parameter in ``config`` (the ``tile:`` section)."""
+    if tissue_mm2 <= 0:
+        return (f"no tissue: the {method} threshold {threshold:.3g} found none, or every region was smaller than "
+                f"tile.tissue.min_area_mm2={config.tissue.min_area_mm2} mm² (lower it, or check tile.tissue.method)")
+    return (f"no patch has ≥ {config.min_tissue_fraction:.0%} tissue (tile.min_tissue_fraction="
+            f"{config.min_tissue_fraction}; {tissue_mm2:.3f} mm² of tissue found): lower it or tile.patch_size")

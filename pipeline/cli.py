@@ -19,6 +19,7 @@ from pathlib import Path
 
 from slidemil.core.errors import SlidemilError
 from slidemil.core.params import load_params, read_section, section_defaults
+from slidemil.pipeline.cohort_columns import check_cohort_columns
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -120,7 +121,11 @@ def validate_sections(params: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``slidemil``; returns the process exit code (2 on a user error)."""
+    """Entry point of ``slidemil``; returns the process exit code.
+
+    2 on a user error (:class:`SlidemilError`), 130 on Ctrl-C, 1 on any other failure; each is one log
+    line, with the traceback under ``-v``.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if needs_params or Path(args.params).is_file():
             params = load_params(args.params, args.overrides)
             validate_sections(params)
+            check_cohort_columns(params)  # a typo'd label column stops any stage at once
         else:
             params = {}
         from tqdm.contrib.logging import logging_redirect_tqdm  # here: `slidemil --help` does not need it
@@ -139,8 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines above the progress bars, not inside them
             return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc, exc_info=args.verbose)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished slides are kept; re-run to resume", exc_info=args.verbose)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback with -v
+        if args.verbose:
+            raise
+        log.error("%s failed: %s: %s (re-run with -v for the traceback)", args.stage, type(exc).__name__, exc)
+        return 1
 
 
 if __name__ == "__main__":

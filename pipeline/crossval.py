@@ -65,12 +65,14 @@ class Tracking:
 
     Attributes:
         experiment: MLflow experiment name; tracking_uri: store (empty → default, see
-        :func:`slidemil.pipeline.tracking.tracking_uri`); params: logged once on the parent (nested, flattened).
+        :func:`slidemil.pipeline.tracking.tracking_uri`); params: logged once on the parent (nested, flattened);
+        max_model_mb: larger fold models are not logged to MLflow (``mlflow.max_model_mb``).
     """
 
     experiment: str
     tracking_uri: str
     params: Mapping[str, Any]
+    max_model_mb: float = 200
 
 
 def cross_validate(
@@ -105,7 +107,8 @@ def cross_validate(
     title = f"{stage}@{method}"
     tables: list[pd.DataFrame] = []
     records: list[dict[str, Any]] = []
-    with parent_run(stage, method, tracking.params, data.tags, tracking.experiment, tracking.tracking_uri) as parent:
+    with parent_run(stage, method, tracking.params, data.tags, tracking.experiment, tracking.tracking_uri,
+                    max_model_mb=tracking.max_model_mb) as parent:
         for fold in data.splits["folds"]:
             k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
             record: dict[str, Any] = {"fold": k, "repeat": repeat}
@@ -143,7 +146,8 @@ def cross_validate(
                 parent.log_figure(fig, path)
         wall = time.perf_counter() - start
         parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
-    log.info("%s: %s; %.1f s, MLflow %.1f%%", title, kind.headline(summary), wall, 100 * parent.seconds / wall)
+    log.info("%s: %s; %.1f s wall time, of which MLflow took %.1f%% (creating runs, logging metrics, figures and "
+             "models)", title, kind.headline(summary), wall, 100 * parent.seconds / wall)
     return summary
 
 
@@ -155,4 +159,4 @@ def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[st
 
     section = read_section(params, "mlflow", MlflowSection)
     return Tracking(experiment=section.experiment or data.splits["label"], tracking_uri=section.tracking_uri,
-                    params={"task": params.get("task") or {}, **logged})
+                    params={"task": params.get("task") or {}, **logged}, max_model_mb=section.max_model_mb)

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slidemil.pipeline.tracking import file_digest, json_digest, provenance_tags
+from slidemil.core.provenance import file_digest
+from slidemil.core.provenance import value_digest as json_digest
+from slidemil.pipeline.tracking import provenance_tags
 
 
 @dataclass
@@ -41,6 +43,8 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
     """Open the feature store and the splits file and check them against each other.
 
     Raises:
+        StaleInputError: the splits, features or tiles are unfinished or were made from other inputs
+            than the current ones (the message names the stage to re-run).
         StoreError: store or splits missing/invalid. LeakageError: patient in two parts of a fold, or a
             split slide missing from the features.
     """
@@ -48,6 +52,7 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
     from slidemil.splits.guard import check_splits
     from slidemil.splits.io import load_splits
 
+    check_features_lineage(features, splits_path)
     splits = load_splits(splits_path)
     store = open_features(features)
     check_splits(splits, set(store.slide_ids))
@@ -68,3 +73,25 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
         encoder_id=store.encoder_id,
     )
     return data
+
+
+def check_features_lineage(features: str | Path, splits_path: str | Path) -> None:
+    """Refuse splits, features manifest or tiles that are unfinished or stale, and a feature store other
+    than the one the recorded extraction wrote (e.g. after ``extract.encoder`` changed).
+
+    Raises:
+        StaleInputError: naming the stage to re-run.
+    """
+    from slidemil.core import provenance
+    from slidemil.core.errors import StaleInputError
+
+    if not Path(splits_path).is_file():
+        return  # load_splits names the missing file and the stage
+    provenance.check_chain(splits_path, "split")
+    entry = provenance.read_record(splits_path) or {}
+    for name in entry.get("inputs", {}):
+        upstream = provenance.read_record(name) if Path(name).is_file() else None
+        store = (upstream or {}).get("inputs", {}).get("store")
+        if store and Path(store) != Path(features).resolve():
+            raise StaleInputError(f"the last `slidemil extract` wrote {store}, not {features}; re-run "
+                                  "`slidemil extract` for the current encoder, then `slidemil split`")

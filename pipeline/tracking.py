@@ -18,14 +18,15 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from slidemil.core.hashing import file_sha256, json_sha256
 from slidemil.core.params import Section
+from slidemil.core.provenance import file_digest  # noqa: F401 - re-exported for the stages
+from slidemil.core.provenance import value_digest as json_digest  # noqa: F401
 
 
 class MlflowSection(Section):
@@ -34,7 +35,12 @@ class MlflowSection(Section):
     experiment: str = Field("", description="experiment name; empty: the task's label column")
     tracking_uri: str = Field("", description="tracking store; empty: env MLFLOW_TRACKING_URI, else "
                               "sqlite:///<repo root>/mlflow.db")
+    max_model_mb: float = Field(200, gt=0, description="larger models are not logged to MLflow (the weights "
+                                "stay under models/)")
 
+
+#: Never copied into MLflow: feature stores are large and live under data/ (DVC tracks them).
+_FEATURE_STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request
@@ -66,16 +72,6 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{repo_root(root) / 'mlflow.db'}"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    return file_sha256(path)
-
-
-def json_digest(obj: Any) -> str:
-    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys, compact); e.g. a store's per-slide attrs."""
-    return json_sha256(obj, compact=True)
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -143,10 +139,12 @@ class Run:
         seconds: wall seconds spent in MLflow calls through this object (and its children).
     """
 
-    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "") -> None:
+    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "",
+                 max_model_mb: float = 200) -> None:
         self.client = client
         self.run_id = run_id
         self.tracking = tracking  # the store's URI (for mlflow.pytorch.log_model)
+        self.max_model_mb = max_model_mb
         self._clock = clock  # shared by a parent and its children: [seconds]
         self._buffer: list = []
 
@@ -208,7 +206,13 @@ class Run:
         plt.close(figure)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Copy a local file into the run's artifacts (under ``artifact_path``)."""
+        """Copy a local file into the run's artifacts (under ``artifact_path``); a folder or a feature store
+        (``.zarr``, ``.h5``) is refused with a warning: MLflow would copy gigabytes."""
+        path = Path(path)
+        if path.is_dir() or path.suffix.lower() in _FEATURE_STORE_SUFFIXES:
+            logging.getLogger(__name__).warning("not logging %s to MLflow: folders and feature stores stay on disk",
+                                                path)
+            return
         with self._timed():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -222,7 +226,15 @@ class Run:
 
         ``model`` maps float32 ``[B, N, D]`` to ``[B, C]`` (input spec ``(-1, -1, in_dim)``, output
         ``(-1, n_outputs)``). Pip requirements are given, not inferred, to keep the call cheap.
+        A model above ``max_model_mb`` (parameters + buffers) is not logged: a warning says so, and the
+        weights stay where the caller saved them (``models/``).
         """
+        size_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+        if size_mb > self.max_model_mb:
+            logging.getLogger(__name__).warning(
+                "model of %.0f MB not logged to MLflow (mlflow.max_model_mb=%s); its weights stay under models/",
+                size_mb, self.max_model_mb)
+            return
         import mlflow
         import mlflow.pytorch
         import numpy as np
@@ -262,8 +274,9 @@ def _quiet(*loggers: str) -> Iterator[None]:
 class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
-    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str) -> None:
-        super().__init__(client, run_id, clock, tracking)
+    def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str,
+                 max_model_mb: float = 200) -> None:
+        super().__init__(client, run_id, clock, tracking, max_model_mb)
         self.experiment_id = experiment_id
 
     @contextmanager
@@ -276,7 +289,7 @@ class ParentRun(Run):
         name = f"fold-{fold}" if repeat == 0 else f"repeat-{repeat}-fold-{fold}"
         with self._timed():
             info = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info
-        child = Run(self.client, info.run_id, self._clock, self.tracking)
+        child = Run(self.client, info.run_id, self._clock, self.tracking, self.max_model_mb)
         with _terminate_on_exit(child):
             yield child
 
@@ -290,6 +303,7 @@ def parent_run(
     experiment: str,
     tracking: str = "",
     root: str | os.PathLike | None = None,
+    max_model_mb: float = 200,
 ) -> Iterator[ParentRun]:
     """Open the parent run ``<stage>@<name>`` in ``experiment`` (created with artifacts beside the DB).
 
@@ -297,35 +311,66 @@ def parent_run(
         stage: e.g. ``train``; name: head or probe name; params: logged once, flattened;
         tags: provenance (see :func:`provenance_tags`), plus ``stage`` and ``method`` added here;
         experiment: experiment name (one per task); tracking: URI (empty → :func:`tracking_uri`);
-        root: repo root (default: found from cwd).
+        root: repo root (default: found from cwd); max_model_mb: larger models are not logged (children too).
 
     An inherited ``MLFLOW_RUN_ID`` (e.g. set by a caller's own run) is dropped so runs never attach to
     it. The run ends FINISHED, or FAILED if the block raises (which re-raises).
     """
-    from mlflow import MlflowClient
-
     os.environ.pop("MLFLOW_RUN_ID", None)
     clock = [0.0]
     start = time.perf_counter()
     uri = tracking_uri(tracking, root)
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
-        experiment_id = client.create_experiment(
-            experiment,
-            artifact_location=_artifact_location(uri, root),
-            tags={"mlflow.experimentKind": "custom_model_development"},
-        )
-    else:
-        experiment_id = found.experiment_id
+    client, experiment_id = open_experiment(uri, experiment, root)
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
     info = client.create_run(experiment_id, tags=all_tags, run_name=f"{stage}@{name}").info
     clock[0] += time.perf_counter() - start
-    run = ParentRun(client, info.run_id, experiment_id, clock, uri)
+    run = ParentRun(client, info.run_id, experiment_id, clock, uri, max_model_mb)
     run.log_params(params)
     with _terminate_on_exit(run):
         yield run
+
+
+def open_experiment(uri: str, experiment: str, root: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """A client on the store at ``uri`` and the ID of ``experiment``, both created once across processes.
+
+    Parallel ``slidemil train --head X`` on a new SQLite store race twice: on creating the store's tables
+    (``table … already exists``, alembic errors) and on the experiment's unique name. A file lock beside
+    the store serialises both for local stores; for a server, a lost race on the name is answered by
+    looking the experiment up again. Raises ``mlflow.MlflowException`` for any other store error.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    lock_path = _store_lock_path(uri, root)
+    with FileLock(lock_path, timeout=600) if lock_path else nullcontext():
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)  # opening the store creates its schema
+        if found is not None:
+            return client, found.experiment_id
+        try:
+            # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
+            return client, client.create_experiment(
+                experiment,
+                artifact_location=_artifact_location(uri, root),
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
+        except MlflowException as exc:
+            found = client.get_experiment_by_name(experiment)  # another process created it meanwhile
+            if found is None:
+                raise exc
+            return client, found.experiment_id
+
+
+def _store_lock_path(uri: str, root: str | os.PathLike | None) -> Path | None:
+    """``<store>.lock`` beside a local SQLite file or file store; None for a server (it serialises itself)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return db.with_name(db.name + ".lock")
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return repo_root(root) / "mlflow.lock"
 
 
 @contextmanager

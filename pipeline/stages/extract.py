@@ -30,9 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from slidemil.core import provenance
 from slidemil.core.errors import StoreError
 from slidemil.core.params import read_section
 from slidemil.extract.sections import ExtractSection
+from slidemil.pipeline.preflight import check_slides_unchanged, failure_verdict
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
 SECTION = ExtractSection  # the `extract:` section of params.yaml (validated up front by the CLI)
@@ -91,7 +93,11 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     store_path = features_store_path(section.output, encoder.id)
     config = replace(config, store=str(store_path))
 
+    tiles_manifest = Path(section.tiles) / "manifest.csv"
+    provenance.check_chain(tiles_manifest, "tile")
+    provenance.begin(Path(section.output) / "manifest.csv", "extract")  # stale until this run finishes
     manifest = open_tiles(section.tiles).manifest()
+    check_slides_unchanged(open_tiles(section.tiles), manifest.loc[manifest["status"] == "ok", "slide_id"].tolist())
     jobs = [SlideJob(str(r.slide_id), str(r.status), "" if pd.isna(r.reason) else str(r.reason))
             for r in manifest.itertuples()]
     log.info("extract: %d slides, encoder %s (%s, weights %s) on %s, batch %d, %d reader threads → %s",
@@ -113,6 +119,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         rows = run_jobs(jobs, config, section.scheduler, section.n_workers, on_result, patch_bar.update)
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     write_csv(Path(section.output) / "manifest.csv", frame)
+    provenance.record(Path(section.output) / "manifest.csv", "extract", {
+        str(tiles_manifest): provenance.file_digest(tiles_manifest), "store": str(store_path.resolve()),
+        "encoder": f"{encoder.id}:{encoder.weights_sha256}:{config.dtype}",
+    })
 
     seconds = time.perf_counter() - t0
     counts = frame["status"].value_counts().to_dict()
@@ -124,12 +134,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         int(frame["reason"].fillna("").str.startswith("up to date").sum()), n_patches, seconds,
         n_patches / seconds if seconds else 0.0, store_path,
     )
-    failed = int(counts.get("failed", 0))
-    if section.fail_if == "any_failed" and failed:
-        return 1
-    if section.fail_if == "all_failed" and failed and failed == len(frame) - int(counts.get("skipped", 0)):
-        return 1
-    return 0
+    fails, verdict = failure_verdict(counts, section.fail_if, "extract.fail_if")
+    log.log(logging.ERROR if fails else logging.INFO, "extract: %s", verdict)
+    return 1 if fails else 0
 
 
 def _auto_int(value: int | str, default: int) -> int:

@@ -84,10 +84,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     predictions: dict[str, pd.DataFrame] = {}
     for method in summaries:
         path = Path(section.predictions) / f"{method}.csv"
-        if path.is_file():
-            predictions[method] = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "label": str})
+        table_or_reason = read_predictions(path)
+        if isinstance(table_or_reason, str):
+            log.warning("%s: predictions table %s %s; left out of the paired comparison", method, path,
+                        table_or_reason)
         else:
-            log.warning("%s: no predictions table %s; left out of the paired comparison", method, path)
+            predictions[method] = table_or_reason
     if best is not None and best not in predictions:
         raise StoreError(f"best method {best}: predictions table {section.predictions}/{best}.csv is missing; "
                          f"re-run its stage (dvc repro)")
@@ -107,6 +109,20 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
                     ", ".join(synthetic.values()))
     _log_mlflow(params, section, document, weights)
     return 0
+
+
+def read_predictions(path: Path):
+    """The predictions table at ``path`` as a DataFrame, or why there is none (missing; no rows, e.g. when a
+    method failed on every fold and wrote an empty table)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return "is missing"
+    try:
+        table = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "label": str})
+    except pd.errors.EmptyDataError:
+        return "has no rows (every fold failed?)"
+    return table if len(table) else "has no rows (every fold failed?)"
 
 
 def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:

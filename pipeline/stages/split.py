@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
+from slidemil.core import provenance
 from slidemil.core.atomic import write_csv
 from slidemil.core.errors import ParamsError, StoreError
 from slidemil.core.params import Section, read_section
+from slidemil.pipeline.preflight import check_ids_match
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,6 +92,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not params.get("cohort"):
         raise ParamsError("params.yaml has no `cohort:` (path to the cohort CSV)")
 
+    output = Path(section.output)
+    if output.is_file():
+        provenance.begin(output, "split")  # a failing run must not leave the old splits looking current
     cohort = load_cohort(params["cohort"])
     labelled = label_cohort(cohort, task, section.label_conflict, section.site_column)
     excluded = dict(labelled.excluded)
@@ -100,6 +105,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
             path = getattr(section, key)
             if path:
                 table = read_manifest(path)
+                if table is not None:
+                    provenance.check_chain(path, "tile" if key == "tiles_manifest" else "extract")
                 if table is None:
                     log.warning("split.%s %s does not exist; not checked", key, path)
                 else:
@@ -111,6 +118,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
                 "or set split.require_features=false to split the whole cohort (training then checks the "
                 "features with the leakage guard)"
             )
+        check_ids_match(slides["slide_id"].tolist(), manifests)
         failed = feature_exclusions(slides["slide_id"].tolist(), manifests)
         excluded.update(failed)
         slides = slides[~slides["slide_id"].isin(failed)].reset_index(drop=True)
@@ -123,9 +131,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     for message in labelled.warnings + notes + missing_class_warnings(summary, splits["classes"]):
         log.warning("%s", message)
     _log_counts(len(cohort), slides, excluded)
-    output = Path(section.output)
     _warn_if_changed(output, splits)
     write_splits(output, splits)
+    inputs = {path: provenance.file_digest(path) for path in (params["cohort"], section.tiles_manifest,
+                                                              section.features_manifest) if path and Path(path).is_file()}
+    provenance.record(output, "split", {**inputs, "task and split params": provenance.value_digest(
+        {"task": params.get("task"), "split": section.model_dump()})})
     summary_path = output.with_name(f"{output.stem}_summary.csv")
     write_csv(summary_path, summary)
     log.info("%s: %s, %d fold(s) × %d repeat(s)\n%s", output, config.strategy, splits["n_folds"],

@@ -12,7 +12,7 @@ segment the tissue on a streamed overview (~8 µm/px), keep the grid patches wit
 
 A slide's failure is recorded and the cohort goes on. A slide whose tiles exist for the same file and
 parameters is not recomputed (--force recomputes). Exit status 1 when no slide is ok
-(`tile.fail_if: any_failed`: when any slide failed).
+(`tile.fail_if`: 0.5 → when more than half the slides failed; any_failed; all_failed).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slidemil.core import provenance
 from slidemil.core.errors import ParamsError, SlideError
 from slidemil.core.params import read_section
 from slidemil.extract.sections import TileSection
+from slidemil.pipeline.preflight import failure_verdict
 
 HELP = "find tissue and lay the patch grid on every cohort slide (→ data/tiles/)"
 SECTION = TileSection  # the `tile:` section of params.yaml (validated up front by the CLI)
@@ -52,6 +54,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     cohort = load_cohort(params["cohort"])
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
+    provenance.begin(root / MANIFEST, "tile")  # an interrupted run leaves a manifest marked stale
     store = open_tiles(root)
     rows: list[dict[str, Any]] = []
     progress = tqdm(cohort.itertuples(index=False), total=len(cohort), desc="tile", unit="slide")
@@ -60,13 +63,15 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         rows.append(tile_one(slide.slide_id, Path(slide.path), slide.mpp, cfg, root, store,
                              force=getattr(args, "force", False)))
         write_csv(root / MANIFEST, _frame(rows, MANIFEST_COLUMNS))  # keep finished rows if we crash
+    provenance.record(root / MANIFEST, "tile", {
+        params["cohort"]: provenance.file_digest(params["cohort"]),
+        "tile params": cfg.digest(None),
+    })
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed", "skipped")}
     n_patches = sum(r["n_patches"] for r in rows if r["status"] == "ok")
-    log.info("tile: %d ok, %d no_tissue, %d failed, %d skipped of %d slides; %d patches → %s",
-             counts["ok"], counts["no_tissue"], counts["failed"], counts["skipped"], len(rows), n_patches, root)
-    if cfg.fail_if == "any_failed" and counts["failed"]:
-        return 1
-    return 0 if counts["ok"] or not rows else 1
+    fails, verdict = failure_verdict(counts, cfg.fail_if, "tile.fail_if")
+    log.log(logging.ERROR if fails else logging.INFO, "tile: %s; %d patches → %s", verdict, n_patches, root)
+    return 1 if fails or (rows and not counts["ok"]) else 0
 
 
 def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: TileSection, root: Path, store,

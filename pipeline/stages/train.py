@@ -150,7 +150,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     from slidemil.pipeline.crossval import FoldResult
     from slidemil.pipeline.figures import is_informative
     from slidemil.pipeline.provenance import provenance_from_store
-    from slidemil.pipeline.trainer import BagProbabilities, predict, train_fold
+    from slidemil.pipeline.trainer import BagProbabilities, EpochProgress, predict, train_fold
 
     section, data, bags, device = job.section, job.data, job.bags, job.device
     cfg = TrainConfig.model_validate({**section.model_dump(include=set(TrainConfig.model_fields)), "device": device})
@@ -162,8 +162,9 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
-    result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes, cfg,
-                        callbacks=[log_epoch])
+    with EpochProgress(cfg.epochs, f"{job.head} fold {fold['fold']}", cfg.monitor) as progress:
+        result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes,
+                            cfg, callbacks=[log_epoch, progress])
     test = list(fold["test"])
     pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}

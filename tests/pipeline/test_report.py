@@ -209,3 +209,14 @@ def test_compare_to_best_pairs_on_shared_slides():
 def test_placeholder_weights_are_synthetic_or_random():
     weights = {"a.zarr": "synthetic:1", "b.zarr": "random:0", "c.zarr": "ab" * 32}
     assert placeholder_stores(weights) == {"a.zarr": "synthetic:1", "b.zarr": "random:0"}
+
+
+def test_method_failed_on_every_fold_is_reported_not_a_crash(project, helpers, caplog):
+    """A probe whose folds all failed leaves an empty predictions table: the report names it, no EmptyDataError."""
+    folds = [{"fold": k, "repeat": 0, "status": "failed", "reason": "one class in train"} for k in range(3)]
+    finish_method("probe", "linear", pd.DataFrame(), CLASSES, folds, n_bootstrap=30)
+    assert (project / "predictions/probe@linear.csv").read_text().strip() == ""
+    assert helpers.run_stage("report") == 0
+    report = json.loads((project / "reports/metrics.json").read_text())
+    assert report["best_method"] == "train@abmil"
+    assert "probe@linear: predictions table" in caplog.text and "no rows" in caplog.text
