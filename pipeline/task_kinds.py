@@ -108,4 +108,6 @@ def create_task_kind(task: Any, data: Any) -> TaskKind:
     Raises:
         UnknownPluginError: no kind registered under that name.
     """
+    from slidemil.pipeline import kinds  # noqa: F401  (registers survival and regression)
+
     return TASK_KINDS.get(getattr(task, "kind", "classification"))(task, data)

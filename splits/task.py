@@ -1,4 +1,5 @@
-"""The prediction task (``task:`` section of params.yaml): which label column, which classes, ordered or not.
+"""The prediction task (``task:`` section of params.yaml): its kind (classification | survival | regression),
+the cohort columns it reads (the user's own names), classes, and the level (slide or patient).
 
 Shared by every stage that needs labels (split, train, probe, zeroshot).
 """
@@ -16,23 +17,43 @@ TASK_DEFAULTS: dict[str, Any] = {
     "label": "label",  # cohort column holding the class name of each slide
     "classes": [],  # class names; their order is the class index. Empty → sorted unique labels
     "ordered": False,  # ordinal classes (e.g. grades): adds quadratic-weighted kappa
+    "type": "classification",  # classification | survival | regression
+    "time": "",  # survival: follow-up time column (> 0, any unit)
+    "event": "",  # survival: event column (1/0, true/false, yes/no, dead/alive, event/censored)
+    "level": "slide",  # slide | patient (all slides of a patient form one bag; metrics per patient)
 }
+
+TASK_TYPES = ("classification", "survival", "regression")
+LEVELS = ("slide", "patient")
 
 
 @dataclass(frozen=True)
 class Task:
-    """A slide classification task.
+    """A prediction task.
 
     Attributes:
-        label: cohort column with the class name of each slide.
+        label: cohort column with the class name (classification) or numeric target (regression) of each
+            slide; unused by survival.
         classes: class names in class-index order; empty means "the sorted unique labels of the cohort"
             (see :meth:`resolve_classes`).
         ordered: whether the classes are ordinal.
+        type: ``classification`` | ``survival`` | ``regression``.
+        time, event: survival's follow-up time column (> 0, any unit) and event column.
+        level: ``slide`` or ``patient`` (every slide of a patient in one bag, metrics per patient).
     """
 
     label: str
     classes: tuple[str, ...]
     ordered: bool
+    type: str = "classification"
+    time: str = ""
+    event: str = ""
+    level: str = "slide"
+
+    @property
+    def kind(self) -> str:
+        """The task kind's registry name (``type``)."""
+        return self.type
 
     def resolve_classes(self, labels: Iterable[str]) -> tuple[str, ...]:
         """The class names in index order: ``classes`` if given, else the sorted unique non-empty ``labels``."""
@@ -48,10 +69,22 @@ def load_task(params: dict[str, Any]) -> Task:
     labels ``"0"`` and ``"1"``.
 
     Raises:
-        ParamsError: unknown key, empty label column name, blank or repeated class names.
+        ParamsError: unknown key, empty label column name, blank or repeated class names, unknown type or
+            level, a survival task without time/event columns.
     """
     section = stage_params(params, "task", TASK_DEFAULTS)
     label = str(section["label"]).strip()
+    kind, level = str(section["type"]).strip(), str(section["level"]).strip()
+    if kind not in TASK_TYPES:
+        raise ParamsError(f"task.type {kind!r} unknown; choose one of {', '.join(TASK_TYPES)}")
+    if level not in LEVELS:
+        raise ParamsError(f"task.level {level!r} unknown; choose one of {', '.join(LEVELS)}")
+    time, event = str(section["time"]).strip(), str(section["event"]).strip()
+    if kind == "survival":
+        if not time or not event:
+            raise ParamsError("task.type survival needs task.time (follow-up time column) and task.event "
+                              "(event column) naming cohort columns")
+        label = label or time
     if not label:
         raise ParamsError("task.label is empty; name the cohort column that holds the class of each slide")
     classes = tuple(str(c).strip() for c in section["classes"])
@@ -60,4 +93,5 @@ def load_task(params: dict[str, Any]) -> Task:
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
         raise ParamsError(f"task.classes repeats {repeated}; each class must be listed once")
-    return Task(label=label, classes=classes, ordered=bool(section["ordered"]))
+    return Task(label=label, classes=classes, ordered=bool(section["ordered"]), type=kind, time=time, event=event,
+                level=level)

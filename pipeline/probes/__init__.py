@@ -2,7 +2,9 @@
 
 Every probe is a scikit-learn classifier (``__init__`` stores hyper-parameters, ``fit`` returns self,
 ``classes_`` orders the ``predict_proba`` columns), so the stage treats them alike and a new probe only
-needs ``@PROBES.register("<name>")``. CONCH's model card names linear and kNN probing as main uses
+needs ``@PROBES.register("<name>")``. Survival and regression probes (``cox``, ``knn_risk``, ``ridge``,
+``knn_regression``) are scikit-learn regressors that ``predict`` a risk or a value; each probe class names the
+task kinds it supports in ``kinds`` (default: classification). CONCH's model card names linear and kNN probing as main uses
 (Lu et al., Nature Medicine 2024).
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import ClassifierMixin
 
-from slidemil.pipeline.probes import knn, linear, prototype  # noqa: F401  (registers the probes)
+from slidemil.pipeline.probes import knn, linear, prototype, regression, survival  # noqa: F401  (registers)
 from slidemil.pipeline.probes.pooling import POOLINGS, pool_bag
 from slidemil.pipeline.probes.registry import PROBES
 from slidemil.pipeline.probes.tuning import fit_probe, select_on_validation
@@ -26,8 +28,16 @@ __all__ = [
     "list_probes",
     "pool_bag",
     "predict_proba_all",
+    "probe_kinds",
     "select_on_validation",
 ]
+
+
+def probe_kinds(name: str) -> tuple[str, ...]:
+    """The task kinds the probe ``name`` supports (its class's ``kinds``; classification when it names none)."""
+    if name not in PROBES:
+        return ("classification",)
+    return tuple(getattr(PROBES.get(name), "kinds", ("classification",)))
 
 
 def create_probe(name: str, **kwargs: Any) -> ClassifierMixin:

@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "class_weight": "balanced",  # linear: balanced | none
     "knn_k": 20,  # knn: neighbours (clipped to the number of training slides)
     "prototype_temperature": 0.1,  # prototype: softmax(-d²/T); changes calibration only
+    "cox_alphas": [1.0, 0.3, 0.1, 0.03, 0.01],  # cox (survival): penalties, strongest first (chosen on validation)
+    "cox_l1_ratio": 0.5,  # cox: share of the L1 penalty in the elastic net
+    "ridge_alphas": [1.0e4, 1.0e3, 1.0e2, 1.0e1, 1.0],  # ridge (regression): penalties, strongest first
     "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
     "seed": 0,
 }
@@ -45,6 +48,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
     from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import features_path, load_method_data
+    from slidemil.pipeline.kinds import kind_for
     from slidemil.pipeline.probes import (
         POOLINGS,
         PROBES,
@@ -52,8 +56,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         fit_probe,
         pool_bag,
         predict_proba_all,
+        probe_kinds,
     )
-    from slidemil.pipeline.task_kinds import create_task_kind
     from slidemil.splits.task import load_task
 
     section = stage_params(params, "probe", DEFAULTS)
@@ -71,23 +75,38 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not c_grid or min(c_grid) <= 0:
         raise ParamsError(f"probe.c_grid must hold positive values, got {section['c_grid']!r}")
 
+    skipped = {n: f"supports {', '.join(probe_kinds(n))}, not {task.type}" for n in names
+               if task.type not in probe_kinds(n)}
+    for name, reason in skipped.items():
+        log.warning("probe %s skipped: it %s", name, reason)
+    names = [n for n in names if n not in skipped]
+    if not names:
+        fitting = [n for n in PROBES.names() if task.type in probe_kinds(n)]
+        raise ParamsError(f"no probe of probe.probes supports a {task.type} task; use {', '.join(fitting)}")
     data = load_method_data(section["features"], section["splits"])
-    log.info("pooling %d slides (%s)", len(data.slides()), section["pooling"])
-    embeddings = {sid: pool_bag(data.store.load(sid)[0], section["pooling"]) for sid in data.slides()}
+    log.info("pooling %d units (%s)", len(data.slides()), section["pooling"])
+    embeddings = {sid: pool_bag(data.load(sid)[0], section["pooling"]) for sid in data.slides()}
     n_classes = len(data.classes)
     hyper = {
         "linear": {"class_weight": None if section["class_weight"] in ("none", None) else "balanced"},
         "knn": {"n_neighbors": int(section["knn_k"])},
         "prototype": {"temperature": float(section["prototype_temperature"])},
+        "cox": {"l1_ratio": float(section["cox_l1_ratio"])},
+        "knn_risk": {"n_neighbors": int(section["knn_k"])},
+        "knn_regression": {"n_neighbors": int(section["knn_k"])},
     }
 
-    search = {"linear": ("C", c_grid)}  # hyper-parameter chosen on each fold's validation slides
-    kind = create_task_kind(task, data)
+    search = {"linear": ("C", c_grid),  # hyper-parameter chosen on each fold's validation slides
+              "cox": ("alpha", [float(a) for a in section["cox_alphas"]]),
+              "ridge": ("alpha", [float(a) for a in section["ridge_alphas"]])}
+    kind = kind_for(params, task, data)
     failed = []
     for name in names:
         estimator = create_probe(name, **hyper.get(name, {}))
 
         def fit_predict(fold: dict[str, Any], child, estimator=estimator, name=name) -> FoldResult:
+            if kind.name != "classification":
+                return _fit_predict_targets(kind, estimator, search.get(name), embeddings, data, fold)
             train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
             model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
             return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
@@ -103,7 +122,22 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
+def _fit_predict_targets(kind, estimator, search, embeddings: dict, data, fold: dict[str, Any]):
+    """One fold of a survival / regression probe: tune on validation (− C-index / MSE), predict risk / value."""
+    from slidemil.pipeline.crossval import FoldResult
+    from slidemil.pipeline.probes import fit_probe
+    from slidemil.pipeline.probes.regression import mean_squared_error
+    from slidemil.pipeline.probes.survival import negative_c_index
+
+    (x_train, _), (x_val, _), (x_test, _) = (_xy(embeddings, None, fold[p]) for p in ("train", "val", "test"))
+    y_train, y_val, y_test = (kind.targets(data, fold[p]) for p in ("train", "val", "test"))
+    loss = negative_c_index if kind.name == "survival" else mean_squared_error
+    model, chosen = fit_probe(estimator, x_train, y_train, x_val, y_val, search=search, loss=loss)
+    outputs = kind.outputs(model.predict(x_test), model.predict(x_train))
+    return FoldResult(fold["test"], y_test, outputs, chosen=chosen)
+
+
+def _xy(embeddings: dict, labels: dict[str, int] | None, slide_ids: list[str]):
     """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D']).
 
     Raises:
@@ -116,4 +150,4 @@ def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
     bad = [s for s, row in zip(slide_ids, x, strict=True) if not np.isfinite(row).all()]
     if bad:
         raise ValueError(f"non-finite pooled features for slides {bad}; check their features for NaN/inf")
-    return x, np.array([labels[s] for s in slide_ids], dtype=int)
+    return x, np.array([labels[s] for s in slide_ids], dtype=int) if labels is not None else None

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "predictions": "predictions",  # folder of <stage>@<name>.csv
     "features": "data/features",  # feature store(s) (a .zarr or a folder of them): synthetic-weights banner
     "n_bootstrap": 2000,  # paired bootstrap replicates
+    "horizons": [],  # survival: times (the cohort's unit) of the time-dependent AUC; [] → event-time quartiles
     "seed": 0,
     "output": "reports/summary.md",
     "json": "reports/metrics.json",
@@ -52,8 +53,11 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.core.atomic import write_json, write_text
     from slidemil.core.errors import StoreError
     from slidemil.pipeline.report import (
+        KIND_METRICS,
         best_method,
+        compare_targets_to_best,
         compare_to_best,
+        kind_of,
         placeholder_stores,
         render_markdown,
         report_json,
@@ -72,8 +76,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not included:
         raise StoreError(_no_method_message(folder, missing, ignored, skipped))
     summaries = {method: read_json(folder / f"{method}.json") for method in included}
-    table = summary_table(summaries)
-    best = best_method(table)
+    kind = kind_of(next(iter(summaries.values())))
+    table = summary_table(summaries, metrics=KIND_METRICS[kind])
+    best = best_method(table, KIND_METRICS[kind][0])
     predictions: dict[str, pd.DataFrame] = {}
     for method in summaries:
         path = Path(section["predictions"]) / f"{method}.csv"
@@ -84,15 +89,20 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if best is not None and best not in predictions:
         raise StoreError(f"best method {best}: predictions table {section['predictions']}/{best}.csv is missing; "
                          f"re-run its stage (dvc repro)")
-    comparison = (compare_to_best(predictions, best, int(section["n_bootstrap"]), int(section["seed"]))
-                  if best is not None else pd.DataFrame())
+    if best is None:
+        comparison = pd.DataFrame()
+    elif kind == "classification":
+        comparison = compare_to_best(predictions, best, int(section["n_bootstrap"]), int(section["seed"]))
+    else:
+        comparison = compare_targets_to_best(predictions, best, kind, int(section["n_bootstrap"]),
+                                             int(section["seed"]))
     weights = feature_weights(Path(section["features"]))
     synthetic = placeholder_stores(weights)
     markdown = render_markdown(table, comparison, best, synthetic=synthetic, skipped=skipped,
-                               n_boot=int(section["n_bootstrap"]), ignored=ignored, missing=missing)
+                               n_boot=int(section["n_bootstrap"]), ignored=ignored, missing=missing, kind=kind)
     write_text(section["output"], markdown)
     document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
-                           missing=missing)
+                           missing=missing, kind=kind)
     write_json(section["json"], document)
     log.info("report: %d method(s), best %s → %s", len(table), best, section["output"])
     if synthetic:
@@ -112,11 +122,14 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         ParamsError: a train, probe or zeroshot section is malformed.
         StoreError: the zero-shot summary is not valid JSON.
     """
+    from slidemil.pipeline.probes import probe_kinds
     from slidemil.pipeline.report import configured_methods
     from slidemil.pipeline.stages import probe, train, zeroshot
+    from slidemil.splits.task import load_task
 
     heads = stage_params(params, "train", train.DEFAULTS)["heads"]
-    probes = stage_params(params, "probe", probe.DEFAULTS)["probes"]
+    kind = load_task(params).type
+    probes = [p for p in stage_params(params, "probe", probe.DEFAULTS)["probes"] if kind in probe_kinds(p)]
     zs = stage_params(params, "zeroshot", zeroshot.DEFAULTS)
     summary = Path(zs["output"])
     skipped = {}
@@ -182,7 +195,8 @@ def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[
     tags = provenance_tags(weights_sha256=(made_up or list(weights.values()) or [None])[0])
     tags["report.best_method"] = document["best_method"]
     with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"]) as run:
-        numbers = {k: document[k] for k in ("best_test_auroc_mean", "n_methods") if document[k] is not None}
+        numbers = {k: v for k, v in document.items() if (k.startswith("best_test_") or k == "n_methods")
+                   and v is not None}
         run.log_metrics(numbers)
         run.log_artifact(section["output"])
         run.log_artifact(section["json"])

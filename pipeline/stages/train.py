@@ -51,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "log_model": True,  # mlflow.pytorch.log_model per fold (false: weights only under models/)
     "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
     "n_heatmaps": 2,  # attention heatmaps of this many test slides per fold
+    "survival_loss": "nll",  # survival: nll (discrete-time, Zadeh & Schmid 2021) | cox (partial likelihood)
+    "survival_bins": 4,  # survival nll: time bins at quantiles of the training fold's event times
+    "regression_loss": "mse",  # regression: mse | huber (on the target standardised on the training fold)
 }
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if unknown or not heads:
         raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
     task = load_task(params)
+    _check_kind_options(section)
     device = section["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -107,8 +111,22 @@ def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str
 
 
 
+def _check_kind_options(section: dict[str, Any]) -> None:
+    from slidemil.pipeline.kinds.objectives import REGRESSION_LOSSES, SURVIVAL_LOSSES
+
+    if section["survival_loss"] not in SURVIVAL_LOSSES:
+        raise ParamsError(f"train.survival_loss must be one of {', '.join(SURVIVAL_LOSSES)}, "
+                          f"got {section['survival_loss']!r}")
+    if section["regression_loss"] not in REGRESSION_LOSSES:
+        raise ParamsError(f"train.regression_loss must be one of {', '.join(REGRESSION_LOSSES)}, "
+                          f"got {section['regression_loss']!r}")
+    if not isinstance(section["survival_bins"], int) or section["survival_bins"] < 1:
+        raise ParamsError(f"train.survival_bins must be an integer ≥ 1, got {section['survival_bins']!r}")
+
+
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every split slide's bag (float32 features on CPU) and coords, read once for all heads and folds."""
+    """Every split unit's bag (float32 features on CPU; at patient level all its slides) with its target, and
+    coords, read once for all heads and folds."""
     import numpy as np
     import torch
 
@@ -116,8 +134,8 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
 
     bags, coords = {}, {}
     for sid in data.slides():
-        features, xy = data.store.load(sid)
-        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.labels[sid])
+        features, xy = data.load(sid)
+        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.targets[sid])
         coords[sid] = xy
     return bags, coords
 
@@ -139,16 +157,18 @@ class HeadRun:
     bags: dict[str, Any]
     coords: dict[str, Any]
     device: str
+    kind: Any = None  # pipeline.task_kinds.TaskKind
 
 
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.kinds import kind_for
 
+    job.kind = kind_for(params, task, job.data)
     logged = {"train": {**job.section, "head_kwargs": job.kwargs}, "head": job.head,
               "features": str(job.data.store.path), "method": f"train@{job.head}"}
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
-                          kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
+                          kind=job.kind, tracking=tracking_for(params, job.data, logged),
                           n_bootstrap=job.section["n_bootstrap"], seed=job.section["seed"], fold_figures=True)
 
 
@@ -158,6 +178,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
     metrics/train@<head>.json), ``best_epoch`` and ``epochs_run``.
     """
+    import numpy as np
     import torch
 
     from slidemil.core.atomic import atomic_path
@@ -171,6 +192,10 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
         "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
         "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
+    objective = None
+    if job.kind is not None and job.kind.name != "classification":
+        objective = job.kind.objective(job.kind.targets(data, fold["train"]), section)
+        n_classes = objective.n_outputs
 
     def build():
         return create_mil_model(job.head, in_dim=in_dim, n_classes=n_classes, **job.kwargs)
@@ -179,9 +204,13 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
     result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes, cfg,
-                        callbacks=[log_epoch])
+                        callbacks=[log_epoch], objective=objective)
     test = list(fold["test"])
-    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
+    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp, objective)
+    outputs = pred.proba
+    if objective is not None:  # the kind's outputs need the training slides' predictions (risk-group cut)
+        trained = predict(result.model, [bags[s] for s in fold["train"]], cfg.batch_size, device, cfg.amp, objective)
+        outputs = job.kind.outputs(pred.proba, trained.proba)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     # the best epoch's val/* values are already points of the per-epoch curves: logged again under
@@ -192,17 +221,20 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
     with atomic_path(Path(section["models"]) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
-                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
-    for i in range(min(section["n_heatmaps"], len(test))):
+                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
+                    "task_kind": job.kind.name if job.kind is not None else "classification",
+                    "objective": {"class": type(objective).__name__, **vars(objective)} if objective else None}, tmp)
+    n_heatmaps = 0 if data.members else section["n_heatmaps"]  # patient bags mix slides: no one thumbnail
+    for i in range(min(n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
             log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
                       test[i])
             continue
-        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
-                     data.classes[pred.y_true[i]])
-    if section["log_model"]:
+        label = data.classes[pred.y_true[i]] if objective is None else str(np.round(pred.y_true[i], 3).tolist())
+        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i], label)
+    if section["log_model"] and objective is None:  # the served model returns class probabilities
         child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
-    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra})
+    return FoldResult(test, pred.y_true, outputs, info={**best, **extra})
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:
