@@ -20,24 +20,20 @@ def km_figure(time: np.ndarray, event: np.ndarray, groups: np.ndarray, title: st
         time, event: ``[n]`` follow-up (the user's unit) and event (1) / censored (0); groups: ``[n]`` group names.
     """
     from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
 
     time, event, groups = np.asarray(time, float), np.asarray(event, float), np.asarray(groups)
     fig, ax = plt.subplots(figsize=(6, 5))
-    fitters = []
     for group, colour in (("high", "tab:red"), ("low", "tab:blue")):
         members = groups == group
         if members.any():
             fitter = KaplanMeierFitter(label=f"{group} risk (n={int(members.sum())})")
             fitter.fit(time[members], event[members]).plot_survival_function(ax=ax, color=colour, ci_show=True)
-            fitters.append(fitter)
-    if fitters:
-        add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk"])
+    _at_risk_rows(ax, time, groups)
     p = logrank_p(time, event, groups)
     ax.set_xlabel("follow-up time")
     ax.set_ylabel("survival probability")
     ax.set_title(f"{title}\nlog-rank p = {p:.3g}" if np.isfinite(p) else f"{title}\nlog-rank p undefined (one group)")
-    fig.tight_layout()
+    fig.subplots_adjust(bottom=0.3)
     return fig
 
 
@@ -57,3 +53,16 @@ def scatter_figure(target: np.ndarray, prediction: np.ndarray, title: str = "") 
     ax.set_title(f"{title}\nPearson r = {r:.3f}")
     fig.tight_layout()
     return fig
+
+
+def _at_risk_rows(ax, time: np.ndarray, groups: np.ndarray) -> None:
+    """Numbers at risk (follow-up ≥ tick) of each group under the x ticks.
+
+    Own code: lifelines' ``add_at_risk_counts`` fails with pandas 3 (lifelines 0.30.0), and the count is one line.
+    """
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    rows = [f"{g}: " + "  ".join(str(int((time[groups == g] >= t).sum())) for t in ticks)
+            for g in ("high", "low") if (groups == g).any()]
+    ticks_text = "  ".join(f"{t:g}" for t in ticks)
+    ax.text(0.0, -0.16, f"at risk at t = {ticks_text}\n" + "\n".join(rows), transform=ax.transAxes,
+            fontsize=7, va="top", family="monospace")
