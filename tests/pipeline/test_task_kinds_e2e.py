@@ -46,8 +46,8 @@ def _project(root, helpers, kind, n=100, planted=True, level="slide", seed=0):
                   "patient_id": patients, "os_months": np.round(time, 4),
                   "vital_status": np.where(event == 1, "dead", "alive"), "tumour_fraction": np.round(target, 4)}
                  ).to_csv(root / "cohort.csv", index=False)
-    task = ("{type: survival, time: os_months, event: vital_status, level: %s}" % level if kind == "survival"
-            else "{type: regression, label: tumour_fraction, level: %s}" % level)
+    columns = "time: os_months, event: vital_status" if kind == "survival" else "label: tumour_fraction"
+    task = f"{{type: {kind}, {columns}, level: {level}}}"
     probes = "[cox, knn_risk]" if kind == "survival" else "[ridge, knn_regression]"
     helpers.write_mlflow_store(root)
     (root / "params.yaml").write_text(
