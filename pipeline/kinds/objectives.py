@@ -64,7 +64,7 @@ class DiscreteTimeNLL:
 
     def bins(self, time: torch.Tensor) -> torch.Tensor:
         """Bin index ``[B]`` of follow-up times ``[B]`` (an event at an edge falls in the bin it closes)."""
-        return torch.bucketize(time, torch.as_tensor(self.cuts, dtype=time.dtype, device=time.device))
+        return torch.bucketize(time.contiguous(), torch.as_tensor(self.cuts, dtype=time.dtype, device=time.device))
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y = y.to(raw.device)
