@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 SURVIVAL_METRICS = ("c_index", "c_index_uno", "td_auc")
+TIED_TOL = 1e-8  # risks this close are a tie (scikit-survival's ``tied_tol``)
 
 
 def structured(time: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -78,7 +79,7 @@ def harrell_c_resampled(time: np.ndarray, event: np.ndarray, risk: np.ndarray, w
 
     Pairs as scikit-survival counts them: ``(i, j)`` is comparable when ``i`` had the event and
     ``time_j > time_i``, or ``time_j == time_i`` with ``j`` censored; concordant when ``risk_i > risk_j``,
-    half when tied. With ``weights`` = the subjects' counts in a resample, a pair counts
+    half when tied (within :data:`TIED_TOL`). With ``weights`` = the subjects' counts in a resample, a pair counts
     ``weights_i × weights_j`` times, which equals scikit-survival on that resample (tested).
 
     Args:
@@ -91,7 +92,9 @@ def harrell_c_resampled(time: np.ndarray, event: np.ndarray, risk: np.ndarray, w
     later = (time[None, :] > time[:, None]) | ((time[None, :] == time[:, None]) & ~event[None, :])
     comparable = later & event[:, None]
     np.fill_diagonal(comparable, False)
-    score = (risk[:, None] > risk[None, :]) + 0.5 * (risk[:, None] == risk[None, :])  # [n, n]
+    gap = risk[:, None] - risk[None, :]
+    tied = np.abs(gap) <= TIED_TOL
+    score = ((gap > 0) & ~tied) + 0.5 * tied  # [n, n]
     w = np.asarray(weights, float)
     pairs = np.einsum("bi,ij,bj->b", w, comparable.astype(float), w)
     concordant = np.einsum("bi,ij,bj->b", w, comparable * score, w)

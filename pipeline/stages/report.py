@@ -133,7 +133,9 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     zs = stage_params(params, "zeroshot", zeroshot.DEFAULTS)
     summary = Path(zs["output"])
     skipped = {}
-    if not summary.is_file():
+    if kind != "classification":
+        skipped["zeroshot"] = f"zero-shot scores classes; the task is {kind}"
+    elif not summary.is_file():
         skipped["zeroshot"] = f"no {summary}; run `slidemil zeroshot` (or `dvc repro`)"
     else:
         content = read_json(summary)

@@ -114,3 +114,24 @@ def test_split_stage_on_a_survival_cohort_balances_events(tmp_path, monkeypatch)
     for fold in splits["folds"]:  # patient-grouped
         test_patients = {splits["patients"][s] for s in fold["test"]}
         assert not test_patients & {splits["patients"][s] for s in fold["train"] + fold["val"]}
+
+
+def test_documented_survival_recipe_splits_the_constructed_demo_cohort(tmp_path, monkeypatch):
+    """README's recipe: params-survival.yaml from runs/survival/ on demo/cohort_survival.csv."""
+    import shutil
+    from pathlib import Path
+
+    from slidemil.pipeline import cli
+
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "demo").mkdir()
+    shutil.copy(repo / "demo/cohort_survival.csv", tmp_path / "demo")
+    shutil.copy(repo / "params-survival.yaml", tmp_path)
+    run = tmp_path / "runs/survival"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(run)
+    monkeypatch.setattr(cli, "STAGES", {"split": cli.STAGES["split"]})
+    assert cli.main(["split", "--params", "../../params-survival.yaml"]) == 0
+    splits = json.loads((run / "data/splits.json").read_text())
+    assert splits["task"]["time"] == "os_months" and len(splits["targets"]) == 24
+    assert all(any(splits["targets"][s]["event"] for s in fold["test"]) for fold in splits["folds"])
