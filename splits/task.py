@@ -84,7 +84,7 @@ def load_task(params: dict[str, Any]) -> Task:
         if not time or not event:
             raise ParamsError("task.type survival needs task.time (follow-up time column) and task.event "
                               "(event column) naming cohort columns")
-        label = label or time
+        label = time  # unused by survival; names the MLflow experiment and the splits' label
     if not label:
         raise ParamsError("task.label is empty; name the cohort column that holds the class of each slide")
     classes = tuple(str(c).strip() for c in section["classes"])

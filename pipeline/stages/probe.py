@@ -6,6 +6,11 @@ the training slides (the linear probe's C chosen on the validation slides from p
 log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
 predictions/probe@<name>.csv and plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
 
+Survival tasks use the ``cox`` (penalty from probe.cox_alphas, by validation C-index) and ``knn_risk`` probes,
+regression tasks ``ridge`` (probe.ridge_alphas, by validation MSE) and ``knn_regression``; a probe of
+probe.probes that does not support the task kind is skipped with a warning. At ``task.level: patient`` the
+units are patients (all their slides pooled together).
+
 `slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
 every probe of probe.probes runs.
 """

@@ -12,6 +12,12 @@ and summary; a child per fold with per-epoch curves, the best epoch's ``best/val
 ``best_epoch``, test metrics, figures, attention heatmaps (heads whose attention is not uniform) and the
 model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the other
 folds go on; the exit code is 1 when a head has no usable fold.
+
+Survival and regression tasks (``task.type``) train every head through the kind's objective
+(:mod:`slidemil.pipeline.kinds.objectives`: train.survival_loss nll | cox with train.survival_bins, or
+train.regression_loss mse | huber), with as many head outputs as the objective needs; their folds log a
+Kaplan–Meier or scatter figure instead of ROC / confusion, and no MLflow model (weights and the objective's
+state are in models/<head>/fold-<k>.pt). At ``task.level: patient`` a bag holds all slides of a patient.
 """
 
 from __future__ import annotations
