@@ -150,3 +150,23 @@ def test_survival_kind_writes_predictions_km_and_metrics(tmp_path):
     assert (table["risk_group"] == np.where(table["risk"] > np.median(x[:, 0]), "high", "low")).all()
     assert set(pd.read_csv(tmp_path / "plots/probe@test/km.csv")["group"]) == {"high", "low"}
     assert set(kind.figures(kind.pooled(table)[0], kind.pooled(table)[1], "t", "out-of-fold")) == {"figures/km.png"}
+
+
+def test_patient_level_makes_one_bag_per_patient():
+    from slidemil.pipeline.data import MethodData, to_patient_level
+
+    feats = {"a1": np.ones((2, 3)), "a2": np.zeros((1, 3)), "b1": np.full((4, 3), 2.0), "c1": np.full((1, 3), 3.0)}
+
+    class Store:
+        def load(self, sid):
+            return feats[sid], np.zeros((len(feats[sid]), 2))
+
+    splits = {"folds": [{"fold": 0, "repeat": 0, "train": ["a1", "a2", "b1"], "val": [], "test": ["c1"]}]}
+    data = MethodData(splits=splits, store=Store(), classes=["x", "y"], labels={"a1": 1, "a2": 1, "b1": 0, "c1": 0},
+                      patients={"a1": "A", "a2": "A", "b1": "B", "c1": "C"}, tags={},
+                      targets={"a1": 1, "a2": 1, "b1": 0, "c1": 0})
+    to_patient_level(data)
+    assert data.splits["folds"][0]["train"] == ["A", "B"] and data.splits["folds"][0]["test"] == ["C"]
+    assert data.labels == {"A": 1, "B": 0, "C": 0} and data.patients["A"] == "A"
+    features, coords = data.load("A")
+    assert features.shape == (3, 3) and coords.shape == (3, 2) and features.sum() == 6.0
