@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,9 +26,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TISSUE = REPO / "demo" / "real" / "wsi-aperio-svs" / "CMU-1-Small-Region.svs"
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the `extract` package.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(REPO)
 
 
 def build_slide(folder: Path, side: int) -> Path:

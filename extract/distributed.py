@@ -35,10 +35,13 @@ def resolve_device(device: str, worker_index: int = 0) -> str:
 def get_encoder(config: ExtractionConfig) -> Any:
     """The encoder of ``config`` (built once per process, cached)."""
     from slidemil.extract.encoders import create_encoder
+    from slidemil.extract.stain import create_stain_normalizer
 
-    key = (config.encoder, config.checkpoint, config.device, config.precision)
+    key = (config.encoder, config.checkpoint, config.device, config.precision, config.stain_norm)
     if key not in _ENCODERS:
-        _ENCODERS[key] = create_encoder(config.encoder, config.checkpoint, config.device, config.precision)
+        encoder = create_encoder(config.encoder, config.checkpoint, config.device, config.precision)
+        encoder.stain_norm = create_stain_normalizer(*config.stain_norm)
+        _ENCODERS[key] = encoder
     return _ENCODERS[key]
 
 

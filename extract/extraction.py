@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from slidemil.core.errors import SlideError, SlidemilError
+from slidemil.core.hashing import array_sha256, json_sha256
 from slidemil.extract.patches import PatchBatch, PatchGrid, iter_batches
-from slidemil.extract.store import FeatureStoreWriter, array_digest, inputs_digest
+from slidemil.extract.store import FeatureStoreWriter
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -105,6 +106,7 @@ class ExtractionConfig:
     prefetch: int = 2
     fast_reader: bool = True
     force: bool = False  # recompute slides whose group is up to date
+    stain_norm: tuple[str, str] = ("none", "")  # extract.stain_norm (method, reference path)
 
 
 @dataclass(frozen=True)
@@ -149,12 +151,12 @@ def run_slide(
         coords, tile_attrs = _load_tiles(open_tiles(config.tiles), job.slide_id)
         row.update({k: tile_attrs.get(k) for k in ("mpp", "mpp_source", "level", "tissue_mm2")})
         desc = encoder.describe()
-        digest = inputs_digest({
+        digest = json_sha256({
             "encoder": {k: desc.get(k) for k in ("encoder_id", "embed_dim", "weights_sha256", "preprocess")},
             "dtype": config.dtype,
             "tiles": {k: tile_attrs.get(k) for k in ("params_digest", "slide_fingerprint", "level",
                                                      "read_size", "patch_size", "patch_size_level0")},
-            "coords": array_digest(coords),
+            "coords": array_sha256(coords),
         })
         writer = FeatureStoreWriter(config.store, desc["encoder_id"], desc["weights_sha256"], desc["embed_dim"])
         if not config.force and writer.is_up_to_date(job.slide_id, digest):

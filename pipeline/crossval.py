@@ -25,7 +25,7 @@ import pandas as pd
 from slidemil.core.errors import SlidemilError
 from slidemil.pipeline.data import MethodData
 from slidemil.pipeline.evaluation import output_paths
-from slidemil.pipeline.task_kinds import TaskKind
+from slidemil.pipeline.task_kinds import Bootstrap, TaskKind
 from slidemil.pipeline.tracking import Run
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,7 @@ def cross_validate(
     *,
     kind: TaskKind,
     tracking: Tracking,
-    n_bootstrap: int,
-    seed: int,
+    bootstrap: Bootstrap,
     fold_figures: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``method`` on every fold of ``data.splits``; write ``metrics|predictions|plots/<stage>@<method>``.
@@ -91,8 +90,8 @@ def cross_validate(
         stage, method: e.g. ``train``, ``abmil`` → files and parent run ``train@abmil``.
         data: splits + feature store (leakage-checked); fold_fn: trains/fits and predicts one fold.
         kind: scores folds and writes the files (:mod:`slidemil.pipeline.task_kinds`).
-        tracking: experiment, store and parent params; n_bootstrap, seed: bootstrap intervals of the pooled
-        out-of-fold predictions (0: none); fold_figures: also log each fold's figures on its child run.
+        tracking: experiment, store and parent params; bootstrap: intervals over slides of the pooled
+        out-of-fold predictions; fold_figures: also log each fold's figures on its child run.
 
     Returns:
         the flat summary written to ``metrics/<stage>@<method>.json`` (also logged on the parent run).
@@ -135,7 +134,7 @@ def cross_validate(
                                                  result.outputs, k, repeat))
             records.append({**record, "status": "ok", **result.chosen, **metrics, **result.info})
         predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        summary = kind.finish(stage, method, predictions, records, n_bootstrap, seed)
+        summary = kind.finish(stage, method, predictions, records, bootstrap)
         parent.log_metrics(summary)
         if tables:
             parent.log_artifact(output_paths(stage, method)["predictions"])
@@ -151,9 +150,9 @@ def cross_validate(
 def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[str, Any]) -> Tracking:
     """The :class:`Tracking` of a stage: experiment and store from ``params``' ``mlflow`` section (experiment
     empty → the task's label), parent params = ``task`` section + ``logged``."""
-    from slidemil.core.params import stage_params
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.tracking import MlflowSection
 
-    section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    return Tracking(experiment=section["experiment"] or data.splits["label"], tracking_uri=section["tracking_uri"],
+    section = read_section(params, "mlflow", MlflowSection)
+    return Tracking(experiment=section.experiment or data.splits["label"], tracking_uri=section.tracking_uri,
                     params={"task": params.get("task") or {}, **logged})

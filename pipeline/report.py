@@ -45,7 +45,7 @@ SYNTHETIC_BANNER = (
 )
 
 
-#: weights_sha256 prefixes of made-up weights: SPEC §6 synthetic CONCH, random test encoders
+#: weights_sha256 prefixes of made-up weights: docs/conch.md §6 synthetic CONCH, random test encoders
 PLACEHOLDER_WEIGHTS = ("synthetic", "random")
 
 

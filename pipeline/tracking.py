@@ -12,7 +12,6 @@ seconds spent in MLflow are counted (:attr:`Run.seconds`) so the stage can repor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,10 +22,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MLFLOW_DEFAULTS: dict[str, Any] = {
-    "experiment": "",  # experiment name; empty → the task's label column
-    "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
-}
+from pydantic import Field
+
+from slidemil.core.hashing import file_sha256, json_sha256
+from slidemil.core.params import Section
+
+
+class MlflowSection(Section):
+    """The ``mlflow:`` params section."""
+
+    experiment: str = Field("", description="experiment name; empty: the task's label column")
+    tracking_uri: str = Field("", description="tracking store; empty: env MLFLOW_TRACKING_URI, else "
+                              "sqlite:///<repo root>/mlflow.db")
+
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request
@@ -62,17 +70,12 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
+    return file_sha256(path)
 
 
 def json_digest(obj: Any) -> str:
-    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys); e.g. a store's per-slide attrs."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys, compact); e.g. a store's per-slide attrs."""
+    return json_sha256(obj, compact=True)
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:

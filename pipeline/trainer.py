@@ -28,10 +28,10 @@ from slidemil.core.errors import SlidemilError
 from slidemil.mil_models.batching import pad_bags
 from slidemil.pipeline.kinds.objectives import Objective
 from slidemil.pipeline.metrics import OneClassWarning, classification_metrics
+from slidemil.pipeline.train_config import TrainConfig
 
 MONITORS = {"val/auroc": "max", "val/loss": "min", "val/c_index": "max"}
 TIE = 1e-12  # monitor values this close are a tie, settled by the validation loss
-CLASS_BALANCE = ("weights", "sampler", "none")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -56,44 +56,6 @@ class Bag:
     slide_id: str
     features: torch.Tensor
     label: Any
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`train_fold` (the ``train:`` params section minus I/O keys).
-
-    ``max_instances = 0`` disables the cap; ``patience = 0`` disables early stopping (counted in epochs after
-    the ``warmup_epochs``, which are never chosen as the best epoch unless training ends within them); ``bag_weight``
-    weighs the bag loss against a head's auxiliary loss (CLAM: 0.7, Lu et al., Nat. Biomed. Eng. 2021);
-    ``bucket_batches`` is the window, in batches, within which training bags are grouped by length
-    (see :func:`length_bucketed_batches`; 0 = random batches).
-    """
-
-    epochs: int = 20
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    batch_size: int = 4
-    bucket_batches: int = 50
-    max_instances: int = 4096
-    patience: int = 5
-    monitor: str = "val/auroc"
-    class_balance: str = "weights"
-    grad_clip: float = 1.0
-    seed: int = 0
-    bag_weight: float = 0.7
-    device: str = "cpu"
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}")
-        if self.class_balance not in CLASS_BALANCE:
-            raise ValueError(f"class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.bucket_batches < 0:
-            raise ValueError(f"bucket_batches must be >= 0 (0 = random batches), got {self.bucket_batches}")
 
 
 @dataclass

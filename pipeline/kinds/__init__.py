@@ -13,15 +13,14 @@ def kind_for(params: Mapping[str, Any], task: Any, data: Any):
     time-dependent AUC, the user's unit; empty → quartiles of the cohort's event times).
 
     Raises:
-        ParamsError: ``report.horizons`` is not a list of positive numbers.
+        ParamsError: the ``report:`` section is malformed (e.g. a horizon ≤ 0).
     """
-    from slidemil.core.errors import ParamsError
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.stages.report import ReportSection
     from slidemil.pipeline.task_kinds import create_task_kind
 
     kind = create_task_kind(task, data)
-    horizons = (params.get("report") or {}).get("horizons") or []
+    horizons = read_section(dict(params), "report", ReportSection).horizons
     if kind.name == "survival" and horizons:
-        if not isinstance(horizons, list) or not all(isinstance(h, int | float) and h > 0 for h in horizons):
-            raise ParamsError(f"report.horizons must be a list of positive times, got {horizons!r}")
         kind.horizons = tuple(float(h) for h in horizons)
     return kind

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-SURVIVAL_LOSSES = ("nll", "cox")
 REGRESSION_LOSSES = ("mse", "huber")
 
 
@@ -127,13 +126,13 @@ class StandardisedRegression:
         if loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
         self.mean, self.std = float(y.mean()), float(y.std()) or 1.0
-        self.kind = loss
+        self.loss_name = loss
 
     def target_tensor(self, targets: Sequence[Any]) -> torch.Tensor:
         return torch.as_tensor((np.asarray(targets, float) - self.mean) / self.std, dtype=torch.float32)
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        fn = nn.functional.mse_loss if self.kind == "mse" else nn.functional.huber_loss
+        fn = nn.functional.mse_loss if self.loss_name == "mse" else nn.functional.huber_loss
         return fn(raw[:, 0], y.to(raw.device))
 
     def predict(self, raw: np.ndarray) -> np.ndarray:

@@ -33,9 +33,10 @@ class Regression:
         """``[n]`` targets of ``ids``."""
         return np.asarray([data.targets[s] for s in ids], float)
 
-    def objective(self, train_y: np.ndarray, section: Mapping[str, Any]) -> StandardisedRegression:
-        """The MIL training objective: ``train.regression_loss`` (mse | huber) on the standardised target."""
-        return StandardisedRegression(train_y, str(section.get("regression_loss", "mse")))
+    def objective(self, train_y: np.ndarray, section: Any) -> StandardisedRegression:
+        """The MIL training objective of the validated ``train:`` section (``TrainSection``):
+        ``regression_loss`` (mse | huber) on the standardised target."""
+        return StandardisedRegression(train_y, section.regression_loss)
 
     def outputs(self, prediction: np.ndarray, train_prediction: np.ndarray) -> np.ndarray:
         """Test ``outputs [n]`` from the method's predictions (the training ones are not needed)."""
@@ -55,12 +56,12 @@ class Regression:
         grouped = predictions.groupby("slide_id", sort=True)
         return grouped["target"].first().to_numpy(float), grouped["prediction"].mean().to_numpy(float)
 
-    def finish(self, stage, method, predictions, folds, n_bootstrap, seed, root=".") -> dict[str, float]:
+    def finish(self, stage, method, predictions, folds, bootstrap, root=".") -> dict[str, float]:
         ci, pooled, scatter = None, None, pd.DataFrame(columns=["slide_id", "target", "prediction"])
         if len(predictions):
             y, p = self.pooled(predictions)
             pooled = regression_metrics(y, p)
-            ci = regression_bootstrap_ci(y, p, n_bootstrap, seed) if n_bootstrap > 0 else None
+            ci = regression_bootstrap_ci(y, p, bootstrap.n, bootstrap.seed) if bootstrap.n > 0 else None
             scatter = pd.DataFrame({"slide_id": sorted(predictions["slide_id"].unique()), "target": y,
                                     "prediction": p})
         summary = summarize(folds, ci, "pearson_r", pooled)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from slidemil.pipeline.kinds.common import id_frame, summarize, write_outputs
-from slidemil.pipeline.kinds.objectives import SURVIVAL_LOSSES, CoxLoss, DiscreteTimeNLL
+from slidemil.pipeline.kinds.objectives import CoxLoss, DiscreteTimeNLL
 from slidemil.pipeline.kinds.survival_metrics import (
     logrank_p,
     risk_groups,
@@ -62,12 +62,10 @@ class Survival:
         """``[n, 2]`` (time, event) of ``ids``."""
         return np.asarray([data.targets[s] for s in ids], float).reshape(-1, 2)
 
-    def objective(self, train_y: np.ndarray, section: Mapping[str, Any]):
-        """The MIL training objective: ``train.survival_loss`` nll (``train.survival_bins`` bins) or cox."""
-        loss = section.get("survival_loss", "nll")
-        if loss not in SURVIVAL_LOSSES:
-            raise ValueError(f"train.survival_loss must be one of {SURVIVAL_LOSSES}, got {loss!r}")
-        return CoxLoss(train_y) if loss == "cox" else DiscreteTimeNLL(train_y, int(section.get("survival_bins", 4)))
+    def objective(self, train_y: np.ndarray, section: Any):
+        """The MIL training objective of the validated ``train:`` section (``TrainSection``):
+        ``survival_loss`` nll (``survival_bins`` bins) or cox."""
+        return CoxLoss(train_y) if section.survival_loss == "cox" else DiscreteTimeNLL(train_y, section.survival_bins)
 
     def outputs(self, prediction: np.ndarray, train_prediction: np.ndarray) -> np.ndarray:
         """Test ``outputs`` from the method's test and training predictions ``[n, 1 + S]`` (see module)."""
@@ -96,7 +94,7 @@ class Survival:
         y = grouped[["time", "event"]].first().to_numpy(float)
         return y, grouped[["risk", "risk_cut"]].mean().to_numpy(float)
 
-    def finish(self, stage, method, predictions, folds, n_bootstrap, seed, root=".") -> dict[str, float]:
+    def finish(self, stage, method, predictions, folds, bootstrap, root=".") -> dict[str, float]:
         ci, pooled, km = None, None, pd.DataFrame(columns=["group", "time", "survival", "at_risk"])
         if len(predictions):
             y, out = self.pooled(predictions)
@@ -104,9 +102,9 @@ class Survival:
             pooled = {k: v for k, v in survival_metrics(y[:, 0], y[:, 1], out[:, 0], (), self.reference).items()
                       if k in ("c_index", "c_index_uno")}
             pooled["logrank_p"] = logrank_p(y[:, 0], y[:, 1], groups)
-            if n_bootstrap > 0:
+            if bootstrap.n > 0:
                 ci = survival_bootstrap_ci(y[:, 0], y[:, 1], out[:, 0], self.horizons, self.reference,
-                                           n_bootstrap, seed)
+                                           bootstrap.n, bootstrap.seed)
             km = km_table(y[:, 0], y[:, 1], groups)
         summary = summarize(folds, ci, "c_index", pooled)
         write_outputs(stage, method, predictions, folds, summary, {"km": km}, root)

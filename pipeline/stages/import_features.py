@@ -28,7 +28,6 @@ from slidemil.core.errors import ParamsError, SlidemilError, StoreError
 
 HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
 NEEDS_PARAMS = False  # runs outside a project folder too
-DEFAULTS: dict[str, Any] = {}
 ENCODER_KEYS = ("encoder_id", "encoder", "model_name", "patch_encoder")
 PATCH_SIZE_KEYS = ("patch_size_level0", "patch_size")
 MAGNIFICATION_KEYS = ("target_magnification", "magnification")
@@ -86,7 +85,8 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
     Raises:
         StoreError, ParamsError: the file is unreadable or incomplete, or does not fit the store.
     """
-    from slidemil.extract.store import FeatureStoreWriter, inputs_digest
+    from slidemil.core.hashing import json_sha256
+    from slidemil.extract.store import FeatureStoreWriter
 
     features, coords, attrs = read_feature_file(path)
     attrs = _complete_attrs(path, attrs, args)
@@ -100,8 +100,8 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
                          f"store {writer.path} ({target['encoder_id']!r}, D={target['dim']}); import them into "
                          "another --output")
     stat = path.stat()
-    digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-                            **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
+    digest = json_sha256({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+                          **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
     if writer.is_up_to_date(path.stem, digest):
         return
     with writer.lock(path.stem) as lock:

@@ -2,14 +2,14 @@
 
 Each slide's stored patch features are pooled into one embedding (probe.pooling: mean | max | mean+max);
 a tile/ROI dataset is a cohort of 1-patch bags and needs nothing else. Per fold, each probe is fitted on
-the training slides (the linear probe's C chosen on the validation slides from probe.c_grid by
-log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
+the training slides (the linear probe's C chosen on the validation slides from
+probe.probe_kwargs.linear.c_grid by log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
 predictions/probe@<name>.csv and plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
 
-Survival tasks use the ``cox`` (penalty from probe.cox_alphas, by validation C-index) and ``knn_risk`` probes,
-regression tasks ``ridge`` (probe.ridge_alphas, by validation MSE) and ``knn_regression``; a probe of
-probe.probes that does not support the task kind is skipped with a warning. At ``task.level: patient`` the
-units are patients (all their slides pooled together).
+Survival tasks use the ``cox`` (penalty from probe.probe_kwargs.cox.alphas, by validation C-index) and
+``knn_risk`` probes, regression tasks ``ridge`` (probe.probe_kwargs.ridge.alphas, by validation MSE) and
+``knn_regression``; a probe of probe.probes that does not support the task kind is skipped with a warning.
+At ``task.level: patient`` the units are patients (all their slides pooled together).
 
 `slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
 every probe of probe.probes runs.
@@ -19,28 +19,60 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import stage_params
+from slidemil.core.params import Section, read_section, section_defaults
 
-HELP = "linear / kNN / prototype probes on pooled slide embeddings → metrics/probe@<name>.json"
+HELP = "linear / kNN / prototype (or survival / regression) probes on pooled slide embeddings → metrics/probe@<name>.json"
 
-DEFAULTS: dict[str, Any] = {
-    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
-    "splits": "data/splits.json",  # folds (split)
-    "probes": ["linear", "knn", "prototype"],  # probes run without --probe
-    "pooling": "mean",  # patch features → slide embedding: mean | max | mean+max
-    "c_grid": [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1, 1.0, 1.0e1, 1.0e2],  # linear: inverse regularisation, ascending
-    "class_weight": "balanced",  # linear: balanced | none
-    "knn_k": 20,  # knn: neighbours (clipped to the number of training slides)
-    "prototype_temperature": 0.1,  # prototype: softmax(-d²/T); changes calibration only
-    "cox_alphas": [1.0, 0.3, 0.1, 0.03, 0.01],  # cox (survival): penalties, strongest first (chosen on validation)
-    "cox_l1_ratio": 0.5,  # cox: share of the L1 penalty in the elastic net
-    "ridge_alphas": [1.0e4, 1.0e3, 1.0e2, 1.0e1, 1.0],  # ridge (regression): penalties, strongest first
-    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
-    "seed": 0,
-}
+class ProbeSection(Section):
+    """The ``probe:`` params section; each probe's own options live in ``probe_kwargs`` (declared by the probe)."""
+
+    features: str = Field("", description="feature store; empty: data/features/<extract.encoder>.zarr")
+    splits: str = Field("data/splits.json", description="folds (split)")
+    probes: list[str] = Field(["linear", "knn", "prototype"], min_length=1, description="probes run without --probe")
+    pooling: Literal["mean", "max", "mean+max"] = Field("mean", description="patch features → slide embedding")
+    probe_kwargs: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="per-probe options, e.g. {knn: {n_neighbors: 5}}; each probe declares "
+        "its own (probe_kwargs.<probe>.* below)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
+                             "(95% intervals; 0: none)")
+    seed: int = Field(0, description="seed of the bootstrap")
+
+    @model_validator(mode="after")
+    def _known_probes_and_options(self) -> ProbeSection:
+        """Probe names registered and each probe's options valid (imports the probes: scikit-learn)."""
+        from slidemil.pipeline.probes import PROBES, probe_options
+
+        unknown = [n for n in [*self.probes, *self.probe_kwargs] if n not in PROBES]
+        if unknown:
+            raise ParamsError(f"probe.probes / probe.probe_kwargs name unknown probe(s) {unknown}; registered: "
+                              f"{', '.join(PROBES.names())}")
+        for name, kwargs in self.probe_kwargs.items():
+            probe_options(name, kwargs)
+        return self
+
+    def options(self, name: str) -> Section:
+        """The validated ``probe_kwargs`` of probe ``name`` (its defaults where not given)."""
+        from slidemil.pipeline.probes import probe_options
+
+        return probe_options(name, self.probe_kwargs.get(name))
+
+
+SECTION = ProbeSection  # the CLI validates every stage's section before any stage works
+
+
+def help_rows() -> list[tuple[str, Any, str]]:
+    """``--help`` rows: the section's keys, then every registered probe's options with their defaults."""
+    from slidemil.pipeline.probes import PROBES
+
+    rows = section_defaults(ProbeSection)
+    for name in PROBES.names():
+        rows.extend(section_defaults(PROBES.get(name).Options, f"probe_kwargs.{name}."))
+    return rows
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +87,23 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.pipeline.data import features_path, load_method_data
     from slidemil.pipeline.kinds import kind_for
     from slidemil.pipeline.probes import (
-        POOLINGS,
         PROBES,
-        create_probe,
         fit_probe,
         pool_bag,
         predict_proba_all,
+        probe_from_options,
         probe_kinds,
     )
+    from slidemil.pipeline.task_kinds import Bootstrap
     from slidemil.splits.task import load_task
 
-    section = stage_params(params, "probe", DEFAULTS)
-    section["features"] = features_path(section["features"], params)
+    section = read_section(params, "probe", ProbeSection)
+    features = features_path(section.features, params)
     task = load_task(params)
-    names = [args.probe] if getattr(args, "probe", None) else list(section["probes"])
+    names = [args.probe] if getattr(args, "probe", None) else list(section.probes)
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise ParamsError(f"unknown probe(s) {unknown}; registered: {', '.join(PROBES.names())}")
-    if section["pooling"] not in POOLINGS:
-        raise ParamsError(f"probe.pooling {section['pooling']!r} unknown; choose one of {', '.join(POOLINGS)}")
-    if section["class_weight"] not in ("balanced", "none", None):
-        raise ParamsError(f"probe.class_weight must be 'balanced' or 'none', got {section['class_weight']!r}")
-    c_grid = sorted(float(c) for c in section["c_grid"])
-    if not c_grid or min(c_grid) <= 0:
-        raise ParamsError(f"probe.c_grid must hold positive values, got {section['c_grid']!r}")
 
     skipped = {n: f"supports {', '.join(probe_kinds(n))}, not {task.type}" for n in names
                if task.type not in probe_kinds(n)}
@@ -88,37 +113,29 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not names:
         fitting = [n for n in PROBES.names() if task.type in probe_kinds(n)]
         raise ParamsError(f"no probe of probe.probes supports a {task.type} task; use {', '.join(fitting)}")
-    data = load_method_data(section["features"], section["splits"])
-    log.info("pooling %d units (%s)", len(data.slides()), section["pooling"])
-    embeddings = {sid: pool_bag(data.load(sid)[0], section["pooling"]) for sid in data.slides()}
+    data = load_method_data(features, section.splits)
+    log.info("pooling %d units (%s)", len(data.slides()), section.pooling)
+    embeddings = {sid: pool_bag(data.load(sid)[0], section.pooling) for sid in data.slides()}
     n_classes = len(data.classes)
-    hyper = {
-        "linear": {"class_weight": None if section["class_weight"] in ("none", None) else "balanced"},
-        "knn": {"n_neighbors": int(section["knn_k"])},
-        "prototype": {"temperature": float(section["prototype_temperature"])},
-        "cox": {"l1_ratio": float(section["cox_l1_ratio"])},
-        "knn_risk": {"n_neighbors": int(section["knn_k"])},
-        "knn_regression": {"n_neighbors": int(section["knn_k"])},
-    }
-
-    search = {"linear": ("C", c_grid),  # hyper-parameter chosen on each fold's validation slides
-              "cox": ("alpha", [float(a) for a in section["cox_alphas"]]),
-              "ridge": ("alpha", [float(a) for a in section["ridge_alphas"]])}
     kind = kind_for(params, task, data)
+    logged = {**section.model_dump(), "features": features}
     failed = []
     for name in names:
-        estimator = create_probe(name, **hyper.get(name, {}))
+        # search: the hyper-parameter chosen on each fold's validation slides (e.g. the linear probe's C)
+        options = section.options(name)
+        estimator, search = probe_from_options(name, options)
 
-        def fit_predict(fold: dict[str, Any], child, estimator=estimator, name=name) -> FoldResult:
+        def fit_predict(fold: dict[str, Any], child, estimator=estimator, search=search) -> FoldResult:
             if kind.name != "classification":
-                return _fit_predict_targets(kind, estimator, search.get(name), embeddings, data, fold)
+                return _fit_predict_targets(kind, estimator, search, embeddings, data, fold)
             train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
-            model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
+            model, chosen = fit_probe(estimator, *train, *val, search=search)
             return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
 
-        tracking = tracking_for(params, data, {"probe": section, "method": f"probe@{name}"})
+        probe_params = {**logged, "probe_kwargs": {name: options.model_dump()}}  # this probe's, defaults filled
+        tracking = tracking_for(params, data, {"probe": probe_params, "method": f"probe@{name}"})
         summary = cross_validate("probe", name, data, fit_predict, kind=kind, tracking=tracking,
-                                 n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
+                                 bootstrap=Bootstrap(section.n_bootstrap, section.seed))
         if not summary.get("test/n_usable_folds"):
             failed.append(name)
     if failed:

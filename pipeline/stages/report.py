@@ -22,20 +22,29 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from slidemil.core.params import stage_params
+from pydantic import Field, PositiveFloat
+
+from slidemil.core.params import Section, read_section
 
 HELP = "comparison of every method on the same folds → reports/summary.md, reports/metrics.json"
 
-DEFAULTS: dict[str, Any] = {
-    "metrics": "metrics",  # folder of <stage>@<name>.json
-    "predictions": "predictions",  # folder of <stage>@<name>.csv
-    "features": "data/features",  # feature store(s) (a .zarr or a folder of them): synthetic-weights banner
-    "n_bootstrap": 2000,  # paired bootstrap replicates
-    "horizons": [],  # survival: times (the cohort's unit) of the time-dependent AUC; [] → event-time quartiles
-    "seed": 0,
-    "output": "reports/summary.md",
-    "json": "reports/metrics.json",
-}
+class ReportSection(Section):
+    """The ``report:`` params section."""
+
+    metrics: str = Field("metrics", description="folder of <stage>@<name>.json")
+    predictions: str = Field("predictions", description="folder of <stage>@<name>.csv")
+    features: str = Field("data/features", description="feature store(s) (a .zarr or a folder of them): "
+                          "the synthetic-weights banner")
+    n_bootstrap: int = Field(2000, ge=1, description="paired bootstrap replicates of the comparison to the best")
+    horizons: list[PositiveFloat] = Field(
+        default_factory=list, description="survival: times (the cohort's unit) of the time-dependent AUC; "
+        "empty: the quartiles of the cohort's event times")
+    seed: int = Field(0, description="seed of the bootstrap")
+    output: str = Field("reports/summary.md", description="the Markdown report")
+    json_path: str = Field("reports/metrics.json", alias="json", description="the report's numbers as JSON")
+
+
+SECTION = ReportSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +74,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         summary_table,
     )
 
-    section = stage_params(params, "report", DEFAULTS)
+    section = read_section(params, "report", ReportSection)
     configured, skipped = current_methods(params)
-    folder = Path(section["metrics"])
+    folder = Path(section.metrics)
     included, ignored, missing = select_methods((p.stem for p in folder.glob("*@*.json")), configured)
     if ignored:
         log.warning("ignoring metrics of methods not in the current params: %s", ", ".join(ignored))
@@ -81,30 +90,29 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     best = best_method(table, KIND_METRICS[kind][0])
     predictions: dict[str, pd.DataFrame] = {}
     for method in summaries:
-        path = Path(section["predictions"]) / f"{method}.csv"
+        path = Path(section.predictions) / f"{method}.csv"
         if path.is_file():
             predictions[method] = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "label": str})
         else:
             log.warning("%s: no predictions table %s; left out of the paired comparison", method, path)
     if best is not None and best not in predictions:
-        raise StoreError(f"best method {best}: predictions table {section['predictions']}/{best}.csv is missing; "
+        raise StoreError(f"best method {best}: predictions table {section.predictions}/{best}.csv is missing; "
                          f"re-run its stage (dvc repro)")
     if best is None:
         comparison = pd.DataFrame()
     elif kind == "classification":
-        comparison = compare_to_best(predictions, best, int(section["n_bootstrap"]), int(section["seed"]))
+        comparison = compare_to_best(predictions, best, section.n_bootstrap, section.seed)
     else:
-        comparison = compare_targets_to_best(predictions, best, kind, int(section["n_bootstrap"]),
-                                             int(section["seed"]))
-    weights = feature_weights(Path(section["features"]))
+        comparison = compare_targets_to_best(predictions, best, kind, section.n_bootstrap, section.seed)
+    weights = feature_weights(Path(section.features))
     synthetic = placeholder_stores(weights)
     markdown = render_markdown(table, comparison, best, synthetic=synthetic, skipped=skipped,
-                               n_boot=int(section["n_bootstrap"]), ignored=ignored, missing=missing, kind=kind)
-    write_text(section["output"], markdown)
+                               n_boot=section.n_bootstrap, ignored=ignored, missing=missing, kind=kind)
+    write_text(section.output, markdown)
     document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
                            missing=missing, kind=kind)
-    write_json(section["json"], document)
-    log.info("report: %d method(s), best %s → %s", len(table), best, section["output"])
+    write_json(section.json_path, document)
+    log.info("report: %d method(s), best %s → %s", len(table), best, section.output)
     if synthetic:
         log.warning("features come from SYNTHETIC/random weights (%s): the report's numbers are meaningless",
                     ", ".join(synthetic.values()))
@@ -127,11 +135,11 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     from slidemil.pipeline.stages import probe, train, zeroshot
     from slidemil.splits.task import load_task
 
-    heads = stage_params(params, "train", train.DEFAULTS)["heads"]
+    heads = read_section(params, "train", train.TrainSection).heads
     kind = load_task(params).type
-    probes = [p for p in stage_params(params, "probe", probe.DEFAULTS)["probes"] if kind in probe_kinds(p)]
-    zs = stage_params(params, "zeroshot", zeroshot.DEFAULTS)
-    summary = Path(zs["output"])
+    probes = [p for p in read_section(params, "probe", probe.ProbeSection).probes if kind in probe_kinds(p)]
+    zs = read_section(params, "zeroshot", zeroshot.ZeroshotSection)
+    summary = Path(zs.output)
     skipped = {}
     if kind != "classification":
         skipped["zeroshot"] = f"zero-shot scores classes; the task is {kind}"
@@ -141,7 +149,7 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         content = read_json(summary)
         if isinstance(content, dict) and content.get("skipped"):
             skipped["zeroshot"] = str(content["skipped"])
-    topk = None if skipped else zs["topk"]
+    topk = None if skipped else zs.topk
     return configured_methods(heads, probes, topk), skipped
 
 
@@ -185,20 +193,21 @@ def feature_weights(features: Path) -> dict[str, str]:
     return weights
 
 
-def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[str, Any],
+def _log_mlflow(params: dict[str, Any], section: ReportSection, document: dict[str, Any],
                 weights: dict[str, str]) -> None:
     from slidemil.pipeline.report import placeholder_stores
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, parent_run, provenance_tags
+    from slidemil.pipeline.tracking import MlflowSection, parent_run, provenance_tags
     from slidemil.splits.task import load_task
 
-    mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    experiment = mlflow_section["experiment"] or load_task(params).label
+    mlflow_section = read_section(params, "mlflow", MlflowSection)
+    experiment = mlflow_section.experiment or load_task(params).label
     made_up = list(placeholder_stores(weights).values())
     tags = provenance_tags(weights_sha256=(made_up or list(weights.values()) or [None])[0])
     tags["report.best_method"] = document["best_method"]
-    with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"]) as run:
+    with parent_run("report", "summary", {"report": section.model_dump(by_alias=True)}, tags, experiment,
+                    mlflow_section.tracking_uri) as run:
         numbers = {k: v for k, v in document.items() if (k.startswith("best_test_") or k == "n_methods")
                    and v is not None}
         run.log_metrics(numbers)
-        run.log_artifact(section["output"])
-        run.log_artifact(section["json"])
+        run.log_artifact(section.output)
+        run.log_artifact(section.json_path)

@@ -26,41 +26,44 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, StrictBool
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import stage_params
+from slidemil.core.params import read_section
+from slidemil.pipeline.train_config import TrainConfig
 
 HELP = "MIL heads on the feature store, cross-validated on the splits' folds → metrics/train@<head>.json"
 
-DEFAULTS: dict[str, Any] = {
-    "heads": ["abmil"],  # heads trained without --head (slidemil train --help lists the registered ones)
-    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
-    "splits": "data/splits.json",  # folds (split)
-    "models": "models",  # best weights → <models>/<head>/fold-<k>.pt
-    "epochs": 20,
-    "lr": 2.0e-4,  # AdamW peak learning rate
-    "weight_decay": 1.0e-4,
-    "warmup_epochs": 1,  # linear warm-up, then cosine decay to 0
-    "batch_size": 4,  # bags per padded mini-batch
-    "max_instances": 4096,  # random patches per bag in training (0: all); validation/test see whole bags
-    "patience": 5,  # epochs without improvement of `monitor` before stopping (0: never stop early)
-    "monitor": "val/auroc",  # val/auroc | val/loss; best epoch's weights are restored
-    "class_balance": "weights",  # weights (inverse-frequency loss weights) | sampler | none
-    "grad_clip": 1.0,  # max gradient norm (0: off)
-    "bucket_batches": 50,  # batches formed from windows of bucket_batches×batch_size bags sorted by length (0: random)
-    "seed": 0,
-    "head_kwargs": {},  # per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}}
-    "bag_weight": 0.7,  # CLAM: weight of the bag loss against the instance-clustering loss
-    "device": "auto",  # auto (cuda if available) | cpu | cuda | cuda:1
-    "amp": True,  # bf16 autocast on CUDA
-    "log_model": True,  # mlflow.pytorch.log_model per fold (false: weights only under models/)
-    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
-    "n_heatmaps": 2,  # attention heatmaps of this many test slides per fold
-    "survival_loss": "nll",  # survival: nll (discrete-time, Zadeh & Schmid 2021) | cox (partial likelihood)
-    "survival_bins": 4,  # survival nll: time bins at quantiles of the training fold's event times
-    "regression_loss": "mse",  # regression: mse | huber (on the target standardised on the training fold)
-}
+class TrainSection(TrainConfig):
+    """The ``train:`` params section: the trainer's hyper-parameters (:class:`TrainConfig`) and the stage's keys."""
+
+    heads: list[str] = Field(["abmil"], min_length=1, description="MIL heads trained without --head "
+                             "(slidemil train --help lists the registered ones)")
+    features: str = Field("", description="feature store; empty: data/features/<extract.encoder>.zarr")
+    splits: str = Field("data/splits.json", description="folds (split)")
+    models: str = Field("models", description="best weights → <models>/<head>/fold-<k>.pt")
+    head_kwargs: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}} "
+        "(each head checks its own)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (cuda if available) | cpu | cuda | cuda:<i>")
+    log_model: StrictBool = Field(True, description="mlflow.pytorch.log_model per fold (false: weights only "
+                                  "under models/)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
+                             "(95% intervals; 0: none)")
+    n_heatmaps: int = Field(2, ge=0, description="attention heatmaps of this many test slides per fold")
+    survival_loss: Literal["nll", "cox"] = Field(
+        "nll", description="survival: nll (discrete-time likelihood, Zadeh & Schmid 2021) | cox (partial "
+        "likelihood of the batch)")
+    survival_bins: int = Field(4, ge=2, description="survival nll: time bins cut at quantiles of the training "
+                               "fold's event times")
+    regression_loss: Literal["mse", "huber"] = Field(
+        "mse", description="regression: mse | huber, on the target standardised on the training fold")
+
+
+SECTION = TrainSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +78,20 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
     from slidemil.mil_models import list_mil_models
     from slidemil.pipeline.data import features_path, load_method_data
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
     from slidemil.splits.task import load_task
 
-    section, head_kwargs = _section(params)
-    stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    heads = [args.head] if getattr(args, "head", None) else list(section["heads"])
+    section = read_section(params, "train", TrainSection)
+    head_kwargs = section.head_kwargs
+    heads = [args.head] if getattr(args, "head", None) else list(section.heads)
     unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
     if unknown or not heads:
         raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
     task = load_task(params)
-    _check_kind_options(section)
-    device = section["device"]
+    device = section.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = features_path(section["features"], params)
-    data = load_method_data(features, section["splits"])  # runs the leakage guard
+    features = features_path(section.features, params)
+    data = load_method_data(features, section.splits)  # runs the leakage guard
     bags, coords = _load_bags(data)
     log.info("train: %d bags from %s (%s), %d folds, heads %s on %s", len(bags), features,
              data.store.encoder_id, len(data.splits["folds"]), heads, device)
@@ -102,32 +103,6 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
             log.error("train@%s: no usable fold (see metrics/train@%s.json `folds` for the reasons)", head, head)
             status = 1
     return status
-
-
-def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The validated ``train:`` section and its per-head options (free-form: each head checks its own)."""
-    user = dict(params.get("train") or {})
-    head_kwargs = user.pop("head_kwargs", None) or {}
-    if not isinstance(head_kwargs, dict) or not all(isinstance(v, dict | None) for v in head_kwargs.values()):
-        raise ParamsError(f"train.head_kwargs must map head names to options, e.g. {{abmil: {{dropout: 0.25}}}}, "
-                          f"got {head_kwargs!r}")
-    section = stage_params({"train": user}, "train", DEFAULTS)
-    section["head_kwargs"] = head_kwargs
-    return section, head_kwargs
-
-
-
-def _check_kind_options(section: dict[str, Any]) -> None:
-    from slidemil.pipeline.kinds.objectives import REGRESSION_LOSSES, SURVIVAL_LOSSES
-
-    if section["survival_loss"] not in SURVIVAL_LOSSES:
-        raise ParamsError(f"train.survival_loss must be one of {', '.join(SURVIVAL_LOSSES)}, "
-                          f"got {section['survival_loss']!r}")
-    if section["regression_loss"] not in REGRESSION_LOSSES:
-        raise ParamsError(f"train.regression_loss must be one of {', '.join(REGRESSION_LOSSES)}, "
-                          f"got {section['regression_loss']!r}")
-    if not isinstance(section["survival_bins"], int) or section["survival_bins"] < 1:
-        raise ParamsError(f"train.survival_bins must be an integer ≥ 1, got {section['survival_bins']!r}")
 
 
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -158,7 +133,7 @@ class HeadRun:
 
     head: str
     kwargs: dict[str, Any]
-    section: dict[str, Any]
+    section: TrainSection
     data: Any  # pipeline.data.MethodData
     bags: dict[str, Any]
     coords: dict[str, Any]
@@ -169,13 +144,14 @@ class HeadRun:
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
     from slidemil.pipeline.kinds import kind_for
+    from slidemil.pipeline.task_kinds import Bootstrap
 
     job.kind = kind_for(params, task, job.data)
-    logged = {"train": {**job.section, "head_kwargs": job.kwargs}, "head": job.head,
+    logged = {"train": {**job.section.model_dump(), "head_kwargs": job.kwargs}, "head": job.head,
               "features": str(job.data.store.path), "method": f"train@{job.head}"}
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
                           kind=job.kind, tracking=tracking_for(params, job.data, logged),
-                          n_bootstrap=job.section["n_bootstrap"], seed=job.section["seed"], fold_figures=True)
+                          bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
 
 
 def _train_fold(job: HeadRun, fold: dict[str, Any], child):
@@ -191,12 +167,10 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.crossval import FoldResult
     from slidemil.pipeline.figures import is_informative
-    from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+    from slidemil.pipeline.trainer import BagProbabilities, predict, train_fold
 
     section, data, bags, device = job.section, job.data, job.bags, job.device
-    cfg = TrainConfig(device=device, **{k: section[k] for k in (
-        "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
-        "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
+    cfg = TrainConfig.model_validate({**section.model_dump(include=set(TrainConfig.model_fields)), "device": device})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
     objective = None
     if job.kind is not None and job.kind.name != "classification":
@@ -225,12 +199,12 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
     k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
     name = f"fold-{k}" if repeat == 0 else f"repeat-{repeat}-fold-{k}"
-    with atomic_path(Path(section["models"]) / job.head / f"{name}.pt") as tmp:
+    with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
                     "task_kind": job.kind.name if job.kind is not None else "classification",
                     "objective": {"class": type(objective).__name__, **vars(objective)} if objective else None}, tmp)
-    n_heatmaps = 0 if data.members else section["n_heatmaps"]  # patient bags mix slides: no one thumbnail
+    n_heatmaps = 0 if data.members else section.n_heatmaps  # patient bags mix slides: no one thumbnail
     for i in range(min(n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
             log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
@@ -238,7 +212,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
             continue
         label = data.classes[pred.y_true[i]] if objective is None else str(np.round(pred.y_true[i], 3).tolist())
         _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i], label)
-    if section["log_model"] and objective is None:  # the served model returns class probabilities
+    if section.log_model and objective is None:  # the served model returns class probabilities
         child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
     return FoldResult(test, pred.y_true, outputs, info={**best, **extra})
 

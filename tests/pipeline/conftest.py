@@ -72,7 +72,8 @@ class ProjectHelpers:
         (root / "params.yaml").write_text(
             "cohort: cohort.csv\ntask: {label: label, classes: [benign, tumor]}\n"
             f"mlflow: {{tracking_uri: 'sqlite:///{root}/mlflow.db'}}\n"
-            "probe: {n_bootstrap: 50, c_grid: [0.01, 1.0], knn_k: 3}\nzeroshot: {n_bootstrap: 50, topk: [1, 2]}\n"
+            "probe: {n_bootstrap: 50, probe_kwargs: {linear: {c_grid: [0.01, 1.0]}, knn: {n_neighbors: 3}}}\n"
+            "zeroshot: {n_bootstrap: 50, topk: [1, 2]}\n"
             "report: {n_bootstrap: 200}\n"
         )
         return slide_ids, labels

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from slidemil.pipeline.evaluation import finish_method, pooled_by_slide, predictions_table, roc_table
+from slidemil.pipeline.evaluation import Scoring, finish_method, pooled_by_slide, predictions_table, roc_table
 from slidemil.pipeline.figures import SlideView, attention_heatmap, confusion_figure, roc_figure
 
 CLASSES = ("benign", "tumor")
@@ -38,7 +38,7 @@ def test_predictions_table_layout():
 def test_finish_method_writes_contract_files(tmp_path):
     preds, folds = _fold_tables()
     folds.append({"fold": 3, "repeat": 0, "status": "failed", "reason": "non-finite loss"})
-    summary = finish_method("train", "abmil", preds, CLASSES, folds, n_bootstrap=50, root=tmp_path)
+    summary = finish_method("train", "abmil", preds, folds, Scoring(CLASSES, n_bootstrap=50), root=tmp_path)
     metrics = json.loads((tmp_path / "metrics" / "train@abmil.json").read_text())
     expected = np.mean([f["test/auroc"] for f in folds[:3]])
     assert metrics["test/auroc_mean"] == pytest.approx(expected)

@@ -9,7 +9,7 @@ import pytest
 
 from slidemil.core.errors import SlidemilError
 from slidemil.pipeline.compare import holm_adjust
-from slidemil.pipeline.evaluation import finish_method, fold_test_metrics, predictions_table
+from slidemil.pipeline.evaluation import Scoring, finish_method, fold_test_metrics, predictions_table
 from slidemil.pipeline.report import (
     SYNTHETIC_BANNER,
     best_method,
@@ -34,7 +34,7 @@ def write_method(stage, name, signal, seed, n_folds=3, per_fold=12):
         ids = [f"s{k}-{i:02d}" for i in range(y.size)]
         tables.append(predictions_table(ids, ids, y, proba, CLASSES, fold=k))
         folds.append({"fold": k, "repeat": 0, "status": "ok", **fold_test_metrics(y, proba)})
-    return finish_method(stage, name, pd.concat(tables, ignore_index=True), CLASSES, folds, n_bootstrap=30)
+    return finish_method(stage, name, pd.concat(tables, ignore_index=True), folds, Scoring(CLASSES, n_bootstrap=30))
 
 
 @pytest.fixture

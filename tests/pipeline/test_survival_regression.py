@@ -12,6 +12,7 @@ from slidemil.pipeline.kinds.objectives import CoxLoss, DiscreteTimeNLL, Standar
 from slidemil.pipeline.kinds.regression_metrics import pearson_r_resampled, regression_metrics
 from slidemil.pipeline.kinds.survival_metrics import harrell_c_resampled, survival_metrics
 from slidemil.pipeline.probes import create_probe
+from slidemil.pipeline.task_kinds import Bootstrap
 
 
 def _cohort(n=80, seed=0, signal=1.0):
@@ -142,7 +143,7 @@ def test_survival_kind_writes_predictions_km_and_metrics(tmp_path):
         outputs = survival_outputs(x[k::3, :1], x[:, 0])
         tables.append(kind.predictions_table(part, part, y, outputs, k, 0))
         records.append({"fold": k, "repeat": 0, "status": "ok", **kind.fold_metrics(y, outputs)})
-    summary = kind.finish("probe", "test", pd.concat(tables), records, 30, 0, root=tmp_path)
+    summary = kind.finish("probe", "test", pd.concat(tables), records, Bootstrap(30, 0), root=tmp_path)
     assert summary["test/n_usable_folds"] == 3 and summary["test/c_index_mean"] > 0.6
     assert summary["test/c_index_ci_low"] < summary["test/pooled_c_index"] < summary["test/c_index_ci_high"]
     assert 0 <= summary["test/pooled_logrank_p"] <= 1
@@ -170,3 +171,28 @@ def test_patient_level_makes_one_bag_per_patient():
     assert data.labels == {"A": 1, "B": 0, "C": 0} and data.patients["A"] == "A"
     features, coords = data.load("A")
     assert features.shape == (3, 3) and coords.shape == (3, 2) and features.sum() == 6.0
+
+
+def test_survival_and_regression_params_are_declared_and_checked():
+    from slidemil.core.errors import ParamsError
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.probes import probe_from_options, probe_options
+    from slidemil.pipeline.stages.report import ReportSection
+    from slidemil.pipeline.stages.train import TrainSection
+
+    section = read_section({"train": {"survival_loss": "cox", "regression_loss": "huber"}}, "train", TrainSection)
+    assert (section.survival_loss, section.survival_bins, section.regression_loss) == ("cox", 4, "huber")
+    for key, value, rule in [("survival_bins", 1, "greater than or equal to 2"), ("survival_loss", "aft", "'nll' or 'cox'"),
+                             ("regression_loss", "l1", "'mse' or 'huber'")]:
+        with pytest.raises(ParamsError, match=rf"'train\.{key}' must be {rule}"):
+            read_section({"train": {key: value}}, "train", TrainSection)
+    with pytest.raises(ParamsError, match=r"'report\.horizons' must be greater than 0"):
+        read_section({"report": {"horizons": [12, 0]}}, "report", ReportSection)
+    with pytest.raises(ParamsError, match=r"'probe\.probe_kwargs\.cox\.l1_ratio' must be greater than 0"):
+        probe_options("cox", {"l1_ratio": 0})
+    probe, search = probe_from_options("cox", probe_options("cox", {"alphas": [0.01, 1.0, 0.1], "l1_ratio": 0.9}))
+    assert probe.l1_ratio == 0.9 and search == ("alpha", [1.0, 0.1, 0.01])  # strongest penalty first: wins ties
+    probe, search = probe_from_options("ridge", probe_options("ridge", None))
+    assert search == ("alpha", [1.0e4, 1.0e3, 1.0e2, 1.0e1, 1.0])
+    probe, search = probe_from_options("knn_risk", probe_options("knn_risk", {"n_neighbors": 3}))
+    assert probe.n_neighbors == 3 and search is None

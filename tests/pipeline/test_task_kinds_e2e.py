@@ -49,6 +49,7 @@ def _project(root, helpers, kind, n=100, planted=True, level="slide", seed=0):
     columns = "time: os_months, event: vital_status" if kind == "survival" else "label: tumour_fraction"
     task = f"{{type: {kind}, {columns}, level: {level}}}"
     probes = "[cox, knn_risk]" if kind == "survival" else "[ridge, knn_regression]"
+    knn = "knn_risk" if kind == "survival" else "knn_regression"
     helpers.write_mlflow_store(root)
     (root / "params.yaml").write_text(
         f"cohort: cohort.csv\ntask: {task}\n"
@@ -56,7 +57,7 @@ def _project(root, helpers, kind, n=100, planted=True, level="slide", seed=0):
         "split: {n_folds: 3, val_fraction: 0.25, require_features: false}\n"
         f"train: {{heads: [abmil], features: {STORE}, epochs: 3, batch_size: 8, n_bootstrap: 20, log_model: false,"
         " n_heatmaps: 0, device: cpu}\n"
-        f"probe: {{features: {STORE}, probes: {probes}, knn_k: 5, n_bootstrap: 50}}\n"
+        f"probe: {{features: {STORE}, probes: {probes}, probe_kwargs: {{{knn}: {{n_neighbors: 5}}}}, n_bootstrap: 50}}\n"
         f"report: {{features: {STORE}, n_bootstrap: 200}}\n"
     )
     return data

@@ -80,8 +80,13 @@ def test_a_patients_slides_must_share_the_outcome(tmp_path):
 def test_survival_task_needs_time_and_event():
     with pytest.raises(ParamsError, match="task.time"):
         load_task({"task": {"type": "survival"}})
-    with pytest.raises(ParamsError, match="task.type 'cox' unknown"):
+    with pytest.raises(ParamsError, match=r"'task\.type' must be 'classification', 'survival' or 'regression', "
+                       r"got 'cox'"):
         load_task({"task": {"type": "cox"}})
+    with pytest.raises(ParamsError, match=r"'task\.level' must be 'slide' or 'patient', got 'case'"):
+        load_task({"task": {"level": "case"}})
+    with pytest.raises(ParamsError, match=r"unknown params key 'task\.kind'"):
+        load_task({"task": {"kind": "survival"}})  # one field names the kind: task.type
 
 
 def test_strata_fall_back_from_time_quartiles_to_event_status(tmp_path):
