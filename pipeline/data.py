@@ -4,7 +4,7 @@ their provenance, loaded once and checked against each other by the leakage guar
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,22 @@ class MethodData:
     labels: dict[str, int]  # slide_id → class index
     patients: dict[str, str]  # slide_id → patient_id
     tags: dict[str, str]  # provenance tags for MLflow
+    targets: dict[str, Any] = field(default_factory=dict)  # survival (time, event) | regression value | class index
+    members: dict[str, list[str]] = field(default_factory=dict)  # patient level: patient_id → its slide_ids
 
     def slides(self) -> list[str]:
-        """Every slide in any part of any fold, sorted."""
+        """Every unit (slide; at ``task.level: patient`` the patient) in any part of any fold, sorted."""
         return sorted({sid for f in self.splits["folds"] for part in ("train", "val", "test") for sid in f[part]})
+
+    def load(self, unit: str) -> tuple[Any, Any]:
+        """Patch features ``[N, D]`` and level-0 coords ``[N, 2]`` of a unit: one slide, or at patient level
+        all slides of the patient concatenated (slide_id order) into one bag."""
+        import numpy as np
+
+        if not self.members:
+            return self.store.load(unit)
+        parts = [self.store.load(sid) for sid in self.members[unit]]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def features_path(configured: str, params: Mapping[str, Any]) -> str:
@@ -58,20 +70,21 @@ def load_method_data(features: str | Path, splits_path: str | Path) -> MethodDat
     check_splits(splits, set(store.slide_ids))
     classes = list(splits["classes"])
     index = {name: i for i, name in enumerate(classes)}
-    data = MethodData(
-        splits=splits,
-        store=store,
-        classes=classes,
-        labels={sid: index[name] for sid, name in splits["labels"].items()},
-        patients=dict(splits["patients"]),
-        tags={},
-    )
+    labels = {sid: index[name] for sid, name in splits["labels"].items()}
+    kind = (splits.get("task") or {}).get("type", "classification")
+    raw = splits.get("targets") or {}
+    targets = {sid: (v["time"], v["event"]) if kind == "survival" else v for sid, v in raw.items()} \
+        if kind != "classification" else dict(labels)
+    data = MethodData(splits=splits, store=store, classes=classes, labels=labels,
+                      patients=dict(splits["patients"]), tags={}, targets=targets)
     data.tags = provenance_tags(
         weights_sha256=store.weights_sha256,
         features_digest=json_digest({sid: store.attrs(sid) for sid in data.slides()}),
         splits_digest=file_digest(splits_path),
         encoder_id=store.encoder_id,
     )
+    if (splits.get("task") or {}).get("level", "slide") == "patient":
+        to_patient_level(data)
     return data
 
 
@@ -95,3 +108,20 @@ def check_features_lineage(features: str | Path, splits_path: str | Path) -> Non
         if store and Path(store) != Path(features).resolve():
             raise StaleInputError(f"the last `slidemil extract` wrote {store}, not {features}; re-run "
                                   "`slidemil extract` for the current encoder, then `slidemil split`")
+
+
+def to_patient_level(data: MethodData) -> None:
+    """Make patients the units of ``data`` (``task.level: patient``): folds list patient IDs, every patient's
+    slides form one bag (:meth:`MethodData.load`), labels and targets are the patient's (its first slide's: the
+    split checked that a patient's slides agree, or took the patient's most common label)."""
+    members: dict[str, list[str]] = {}
+    for sid in data.slides():
+        members.setdefault(data.patients[sid], []).append(sid)
+    folds = [{**f, **{part: sorted({data.patients[s] for s in f[part]}) for part in ("train", "val", "test")}}
+             for f in data.splits["folds"]]
+    first = {pid: sids[0] for pid, sids in members.items()}
+    data.splits = {**data.splits, "folds": folds}
+    data.labels = {pid: data.labels[sid] for pid, sid in first.items()}
+    data.targets = {pid: data.targets[sid] for pid, sid in first.items()}
+    data.patients = {pid: pid for pid in members}
+    data.members = members

@@ -4,7 +4,7 @@ The fold loop (:func:`slidemil.pipeline.crossval.cross_validate`) is the same fo
 supplies only what differs between, say, classification and survival: per-fold metrics, the predictions
 table's columns, the files written at the end (metrics JSON, predictions, DVC plot data), the figures
 and a one-line summary for the log. A new kind is a class registered with
-``@TASK_KINDS.register("<name>")`` whose constructor takes ``(task, data)``; ``task.kind`` names it.
+``@TASK_KINDS.register("<name>")`` whose constructor takes ``(task, data)``; ``task.type`` names it.
 """
 
 from __future__ import annotations
@@ -113,9 +113,11 @@ class Classification:
 
 
 def create_task_kind(task: Any, data: Any) -> TaskKind:
-    """The task kind named by ``task.kind`` (default ``classification``), built for ``data``'s classes/labels.
+    """The task kind named by ``task.type`` (default ``classification``), built for ``data``'s classes/labels.
 
     Raises:
         UnknownPluginError: no kind registered under that name.
     """
-    return TASK_KINDS.get(getattr(task, "kind", "classification"))(task, data)
+    from slidemil.pipeline import kinds  # noqa: F401  (registers survival and regression)
+
+    return TASK_KINDS.get(getattr(task, "type", "classification"))(task, data)

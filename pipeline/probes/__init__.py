@@ -1,9 +1,13 @@
-"""Probes on pooled slide embeddings: linear, kNN and prototype (SimpleShot), one registry.
+"""Probes on pooled slide embeddings: linear, kNN and prototype (SimpleShot); Cox, kNN risk, ridge, kNN
+regression; one registry.
 
-Every probe is a scikit-learn classifier (``__init__`` stores hyper-parameters, ``fit`` returns self,
+Every classification probe is a scikit-learn classifier (``__init__`` stores hyper-parameters, ``fit`` returns self,
 ``classes_`` orders the ``predict_proba`` columns) deriving from :class:`~.registry.Probe`, which declares
-its ``probe.probe_kwargs.<name>`` options, so the stage treats them alike. A new probe is one module in
-this package (imported here automatically) with a class decorated ``@PROBES.register("<name>")``. CONCH's model card names linear and kNN probing as main uses
+its ``probe.probe_kwargs.<name>`` options, so the stage treats them alike. Survival and regression probes
+(``cox``, ``knn_risk``, ``ridge``, ``knn_regression``) derive from :class:`~.registry.SurvivalProbe` /
+:class:`~.registry.RegressionProbe` and ``predict`` a risk or a value; each probe class names the task kinds
+it supports in ``kinds``. A new probe is one module in this package (imported here automatically) with a
+class decorated ``@PROBES.register("<name>")``. CONCH's model card names linear and kNN probing as main uses
 (Lu et al., Nature Medicine 2024).
 """
 
@@ -30,12 +34,22 @@ __all__ = [
     "pool_bag",
     "predict_proba_all",
     "probe_from_options",
+    "probe_kinds",
     "probe_options",
     "select_on_validation",
 ]
 
 for _module in pkgutil.iter_modules(__path__):  # every probe module registers its probe on import
     importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def probe_kinds(name: str) -> tuple[str, ...]:
+    """The task kinds the probe ``name`` supports (its class's ``kinds``).
+
+    Raises:
+        UnknownPluginError: unknown probe.
+    """
+    return tuple(PROBES.get(name).kinds)
 
 
 def create_probe(name: str, **kwargs: Any) -> ClassifierMixin:

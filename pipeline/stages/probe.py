@@ -6,6 +6,11 @@ the training slides (the linear probe's C chosen on the validation slides from
 probe.probe_kwargs.linear.c_grid by log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json,
 predictions/probe@<name>.csv and plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
 
+Survival tasks use the ``cox`` (penalty from probe.probe_kwargs.cox.alphas, by validation C-index) and
+``knn_risk`` probes, regression tasks ``ridge`` (probe.probe_kwargs.ridge.alphas, by validation MSE) and
+``knn_regression``; a probe of probe.probes that does not support the task kind is skipped with a warning.
+At ``task.level: patient`` the units are patients (all their slides pooled together).
+
 `slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
 every probe of probe.probes runs.
 """
@@ -21,7 +26,7 @@ from pydantic import Field, model_validator
 from slidemil.core.errors import ParamsError
 from slidemil.core.params import Section, read_section, section_defaults
 
-HELP = "linear / kNN / prototype probes on pooled slide embeddings → metrics/probe@<name>.json"
+HELP = "linear / kNN / prototype (or survival / regression) probes on pooled slide embeddings → metrics/probe@<name>.json"
 
 class ProbeSection(Section):
     """The ``probe:`` params section; each probe's own options live in ``probe_kwargs`` (declared by the probe)."""
@@ -80,8 +85,16 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
     from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import features_path, load_method_data
-    from slidemil.pipeline.probes import PROBES, fit_probe, pool_bag, predict_proba_all, probe_from_options
-    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
+    from slidemil.pipeline.kinds import kind_for
+    from slidemil.pipeline.probes import (
+        PROBES,
+        fit_probe,
+        pool_bag,
+        predict_proba_all,
+        probe_from_options,
+        probe_kinds,
+    )
+    from slidemil.pipeline.task_kinds import Bootstrap
     from slidemil.splits.task import load_task
 
     section = read_section(params, "probe", ProbeSection)
@@ -92,11 +105,19 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if unknown:
         raise ParamsError(f"unknown probe(s) {unknown}; registered: {', '.join(PROBES.names())}")
 
+    skipped = {n: f"supports {', '.join(probe_kinds(n))}, not {task.type}" for n in names
+               if task.type not in probe_kinds(n)}
+    for name, reason in skipped.items():
+        log.warning("probe %s skipped: it %s", name, reason)
+    names = [n for n in names if n not in skipped]
+    if not names:
+        fitting = [n for n in PROBES.names() if task.type in probe_kinds(n)]
+        raise ParamsError(f"no probe of probe.probes supports a {task.type} task; use {', '.join(fitting)}")
     data = load_method_data(features, section.splits)
-    log.info("pooling %d slides (%s)", len(data.slides()), section.pooling)
-    embeddings = {sid: pool_bag(data.store.load(sid)[0], section.pooling) for sid in data.slides()}
+    log.info("pooling %d units (%s)", len(data.slides()), section.pooling)
+    embeddings = {sid: pool_bag(data.load(sid)[0], section.pooling) for sid in data.slides()}
     n_classes = len(data.classes)
-    kind = create_task_kind(task, data)
+    kind = kind_for(params, task, data)
     logged = {**section.model_dump(), "features": features}
     failed = []
     for name in names:
@@ -105,6 +126,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         estimator, search = probe_from_options(name, options)
 
         def fit_predict(fold: dict[str, Any], child, estimator=estimator, search=search) -> FoldResult:
+            if kind.name != "classification":
+                return _fit_predict_targets(kind, estimator, search, embeddings, data, fold)
             train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
             model, chosen = fit_probe(estimator, *train, *val, search=search)
             return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
@@ -121,7 +144,22 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
+def _fit_predict_targets(kind, estimator, search, embeddings: dict, data, fold: dict[str, Any]):
+    """One fold of a survival / regression probe: tune on validation (− C-index / MSE), predict risk / value."""
+    from slidemil.pipeline.crossval import FoldResult
+    from slidemil.pipeline.probes import fit_probe
+    from slidemil.pipeline.probes.regression import mean_squared_error
+    from slidemil.pipeline.probes.survival import negative_c_index
+
+    (x_train, _), (x_val, _), (x_test, _) = (_xy(embeddings, None, fold[p]) for p in ("train", "val", "test"))
+    y_train, y_val, y_test = (kind.targets(data, fold[p]) for p in ("train", "val", "test"))
+    loss = negative_c_index if kind.name == "survival" else mean_squared_error
+    model, chosen = fit_probe(estimator, x_train, y_train, x_val, y_val, search=search, loss=loss)
+    outputs = kind.outputs(model.predict(x_test), model.predict(x_train))
+    return FoldResult(fold["test"], y_test, outputs, chosen=chosen)
+
+
+def _xy(embeddings: dict, labels: dict[str, int] | None, slide_ids: list[str]):
     """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D']).
 
     Raises:
@@ -134,4 +172,4 @@ def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
     bad = [s for s, row in zip(slide_ids, x, strict=True) if not np.isfinite(row).all()]
     if bad:
         raise ValueError(f"non-finite pooled features for slides {bad}; check their features for NaN/inf")
-    return x, np.array([labels[s] for s in slide_ids], dtype=int)
+    return x, np.array([labels[s] for s in slide_ids], dtype=int) if labels is not None else None

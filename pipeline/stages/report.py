@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
 from slidemil.core.params import Section, read_section
 
@@ -36,6 +36,9 @@ class ReportSection(Section):
     features: str = Field("data/features", description="feature store(s) (a .zarr or a folder of them): "
                           "the synthetic-weights banner")
     n_bootstrap: int = Field(2000, ge=1, description="paired bootstrap replicates of the comparison to the best")
+    horizons: list[PositiveFloat] = Field(
+        default_factory=list, description="survival: times (the cohort's unit) of the time-dependent AUC; "
+        "empty: the quartiles of the cohort's event times")
     seed: int = Field(0, description="seed of the bootstrap")
     output: str = Field("reports/summary.md", description="the Markdown report")
     json_path: str = Field("reports/metrics.json", alias="json", description="the report's numbers as JSON")
@@ -59,8 +62,11 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.core.atomic import write_json, write_text
     from slidemil.core.errors import StoreError
     from slidemil.pipeline.report import (
+        KIND_METRICS,
         best_method,
+        compare_targets_to_best,
         compare_to_best,
+        kind_of,
         placeholder_stores,
         render_markdown,
         report_json,
@@ -79,8 +85,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not included:
         raise StoreError(_no_method_message(folder, missing, ignored, skipped))
     summaries = {method: read_json(folder / f"{method}.json") for method in included}
-    table = summary_table(summaries)
-    best = best_method(table)
+    kind = kind_of(next(iter(summaries.values())))
+    table = summary_table(summaries, metrics=KIND_METRICS[kind])
+    best = best_method(table, KIND_METRICS[kind][0])
     predictions: dict[str, pd.DataFrame] = {}
     for method in summaries:
         path = Path(section.predictions) / f"{method}.csv"
@@ -93,15 +100,19 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if best is not None and best not in predictions:
         raise StoreError(f"best method {best}: predictions table {section.predictions}/{best}.csv is missing; "
                          f"re-run its stage (dvc repro)")
-    comparison = (compare_to_best(predictions, best, section.n_bootstrap, section.seed)
-                  if best is not None else pd.DataFrame())
+    if best is None:
+        comparison = pd.DataFrame()
+    elif kind == "classification":
+        comparison = compare_to_best(predictions, best, section.n_bootstrap, section.seed)
+    else:
+        comparison = compare_targets_to_best(predictions, best, kind, section.n_bootstrap, section.seed)
     weights = feature_weights(Path(section.features))
     synthetic = placeholder_stores(weights)
     markdown = render_markdown(table, comparison, best, synthetic=synthetic, skipped=skipped,
-                               n_boot=section.n_bootstrap, ignored=ignored, missing=missing)
+                               n_boot=section.n_bootstrap, ignored=ignored, missing=missing, kind=kind)
     write_text(section.output, markdown)
     document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
-                           missing=missing)
+                           missing=missing, kind=kind)
     write_json(section.json_path, document)
     log.info("report: %d method(s), best %s → %s", len(table), best, section.output)
     if synthetic:
@@ -135,15 +146,20 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         ParamsError: a train, probe or zeroshot section is malformed.
         StoreError: the zero-shot summary is not valid JSON.
     """
+    from slidemil.pipeline.probes import probe_kinds
     from slidemil.pipeline.report import configured_methods
     from slidemil.pipeline.stages import probe, train, zeroshot
+    from slidemil.splits.task import load_task
 
     heads = read_section(params, "train", train.TrainSection).heads
-    probes = read_section(params, "probe", probe.ProbeSection).probes
+    kind = load_task(params).type
+    probes = [p for p in read_section(params, "probe", probe.ProbeSection).probes if kind in probe_kinds(p)]
     zs = read_section(params, "zeroshot", zeroshot.ZeroshotSection)
     summary = Path(zs.output)
     skipped = {}
-    if not summary.is_file():
+    if kind != "classification":
+        skipped["zeroshot"] = f"zero-shot scores classes; the task is {kind}"
+    elif not summary.is_file():
         skipped["zeroshot"] = f"no {summary}; run `slidemil zeroshot` (or `dvc repro`)"
     else:
         content = read_json(summary)
@@ -206,7 +222,8 @@ def _log_mlflow(params: dict[str, Any], section: ReportSection, document: dict[s
     tags["report.best_method"] = document["best_method"]
     with parent_run("report", "summary", {"report": section.model_dump(by_alias=True)}, tags, experiment,
                     mlflow_section.tracking_uri) as run:
-        numbers = {k: document[k] for k in ("best_test_auroc_mean", "n_methods") if document[k] is not None}
+        numbers = {k: v for k, v in document.items() if (k.startswith("best_test_") or k == "n_methods")
+                   and v is not None}
         run.log_metrics(numbers)
         run.log_artifact(section.output)
         run.log_artifact(section.json_path)

@@ -83,6 +83,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.splits.io import build_splits, read_manifest, write_splits
     from slidemil.splits.strategies import make_folds
     from slidemil.splits.summary import fold_summary, missing_class_warnings
+    from slidemil.splits.targets import assign_strata, target_cohort, targets_of
     from slidemil.splits.task import load_task
     from slidemil.splits.validate import feature_exclusions, label_cohort
 
@@ -96,7 +97,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if output.is_file():
         provenance.begin(output, "split")  # a failing run must not leave the old splits looking current
     cohort = load_cohort(params["cohort"])
-    labelled = label_cohort(cohort, task, section.label_conflict, section.site_column)
+    if task.type == "classification":
+        labelled = label_cohort(cohort, task, section.label_conflict, section.site_column)
+    else:
+        labelled = target_cohort(cohort, task, section.site_column)
     excluded = dict(labelled.excluded)
     slides = labelled.slides
     if section.require_features:
@@ -123,8 +127,16 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         excluded.update(failed)
         slides = slides[~slides["slide_id"].isin(failed)].reset_index(drop=True)
 
-    folds, notes = make_folds(slides, labelled.classes, config)
-    splits = build_splits(task.label, labelled.classes, config.seeds, config.strategy, folds, excluded, slides)
+    classes, extra = labelled.classes, None
+    if task.type != "classification":
+        slides, classes, note = assign_strata(slides, task.type, config.n_folds)
+        log.info("%s task: %s", task.type, note)
+        extra = {"task": {"type": task.type, "level": task.level, "label": task.label, "time": task.time,
+                          "event": task.event}, "targets": targets_of(slides, task.type)}
+    elif task.level != "slide":
+        extra = {"task": {"type": task.type, "level": task.level, "label": task.label}}
+    folds, notes = make_folds(slides, classes, config)
+    splits = build_splits(task.label, classes, config.seeds, config.strategy, folds, excluded, slides, extra)
     check_splits(splits, None)
     summary = fold_summary(splits)
 

@@ -12,6 +12,12 @@ and summary; a child per fold with per-epoch curves, the best epoch's ``best/val
 ``best_epoch``, test metrics, figures, attention heatmaps (heads whose attention is not uniform) and the
 model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the other
 folds go on; the exit code is 1 when a head has no usable fold.
+
+Survival and regression tasks (``task.type``) train every head through the kind's objective
+(:mod:`slidemil.pipeline.kinds.objectives`: train.survival_loss nll | cox with train.survival_bins, or
+train.regression_loss mse | huber), with as many head outputs as the objective needs; their folds log a
+Kaplan–Meier or scatter figure instead of ROC / confusion, and no MLflow model (weights and the objective's
+state are in models/<head>/fold-<k>.pt). At ``task.level: patient`` a bag holds all slides of a patient.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
@@ -48,6 +54,13 @@ class TrainSection(TrainConfig):
     n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
                              "(95% intervals; 0: none)")
     n_heatmaps: int = Field(2, ge=0, description="attention heatmaps of this many test slides per fold")
+    survival_loss: Literal["nll", "cox"] = Field(
+        "nll", description="survival: nll (discrete-time likelihood, Zadeh & Schmid 2021) | cox (partial "
+        "likelihood of the batch)")
+    survival_bins: int = Field(4, ge=2, description="survival nll: time bins cut at quantiles of the training "
+                               "fold's event times")
+    regression_loss: Literal["mse", "huber"] = Field(
+        "mse", description="regression: mse | huber, on the target standardised on the training fold")
 
 
 SECTION = TrainSection  # the CLI validates every stage's section before any stage works
@@ -93,7 +106,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every split slide's bag (float32 features on CPU) and coords, read once for all heads and folds."""
+    """Every split unit's bag (float32 features on CPU; at patient level all its slides) with its target, and
+    coords, read once for all heads and folds."""
     import numpy as np
     import torch
 
@@ -101,8 +115,8 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
 
     bags, coords = {}, {}
     for sid in data.slides():
-        features, xy = data.store.load(sid)
-        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.labels[sid])
+        features, xy = data.load(sid)
+        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.targets[sid])
         coords[sid] = xy
     return bags, coords
 
@@ -124,16 +138,19 @@ class HeadRun:
     bags: dict[str, Any]
     coords: dict[str, Any]
     device: str
+    kind: Any = None  # pipeline.task_kinds.TaskKind
 
 
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
-    from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
+    from slidemil.pipeline.kinds import kind_for
+    from slidemil.pipeline.task_kinds import Bootstrap
 
+    job.kind = kind_for(params, task, job.data)
     logged = {"train": {**job.section.model_dump(), "head_kwargs": job.kwargs}, "head": job.head,
               "features": str(job.data.store.path), "method": f"train@{job.head}"}
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
-                          kind=create_task_kind(task, job.data), tracking=tracking_for(params, job.data, logged),
+                          kind=job.kind, tracking=tracking_for(params, job.data, logged),
                           bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
 
 
@@ -143,6 +160,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
     metrics/train@<head>.json), ``best_epoch`` and ``epochs_run``.
     """
+    import numpy as np
     import torch
 
     from slidemil.core.atomic import atomic_path
@@ -155,6 +173,10 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     section, data, bags, device = job.section, job.data, job.bags, job.device
     cfg = TrainConfig.model_validate({**section.model_dump(include=set(TrainConfig.model_fields)), "device": device})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
+    objective = None
+    if job.kind is not None and job.kind.name != "classification":
+        objective = job.kind.objective(job.kind.targets(data, fold["train"]), section)
+        n_classes = objective.n_outputs
 
     def build():
         return create_mil_model(job.head, in_dim=in_dim, n_classes=n_classes, **job.kwargs)
@@ -164,9 +186,13 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
 
     with EpochProgress(cfg.epochs, f"{job.head} fold {fold['fold']}", cfg.monitor) as progress:
         result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes,
-                            cfg, callbacks=[log_epoch, progress])
+                            cfg, callbacks=[log_epoch, progress], objective=objective)
     test = list(fold["test"])
-    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
+    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp, objective)
+    outputs = pred.proba
+    if objective is not None:  # the kind's outputs need the training slides' predictions (risk-group cut)
+        trained = predict(result.model, [bags[s] for s in fold["train"]], cfg.batch_size, device, cfg.amp, objective)
+        outputs = job.kind.outputs(pred.proba, trained.proba)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     # the best epoch's val/* values are already points of the per-epoch curves: logged again under
@@ -178,19 +204,21 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
-                    "task_kind": "classification", "fold": k, "repeat": repeat, "test": test,
-                    "mlflow_run_id": child.run_id,
+                    "task_kind": job.kind.name if job.kind is not None else "classification",
+                    "objective": {"class": type(objective).__name__, **vars(objective)} if objective else None,
+                    "fold": k, "repeat": repeat, "test": test, "mlflow_run_id": child.run_id,
                     "provenance": provenance_from_store(data.store, fold["train"][0])}, tmp)
-    for i in range(min(section.n_heatmaps, len(test))):
+    n_heatmaps = 0 if data.members else section.n_heatmaps  # patient bags mix slides: no one thumbnail
+    for i in range(min(n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
             log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
                       test[i])
             continue
-        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
-                     data.classes[pred.y_true[i]])
-    if section.log_model:
+        label = data.classes[pred.y_true[i]] if objective is None else str(np.round(pred.y_true[i], 3).tolist())
+        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i], label)
+    if section.log_model and objective is None:  # the served model returns class probabilities
         child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking)
-    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra})
+    return FoldResult(test, pred.y_true, outputs, info={**best, **extra})
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str) -> None:

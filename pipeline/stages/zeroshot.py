@@ -77,7 +77,12 @@ def _skip_reason(section: ZeroshotSection) -> str:
 
     from slidemil.extract.store import open_features
     from slidemil.pipeline.zeroshot import resolve_tokenizer
+    from slidemil.splits.io import load_splits
 
+    if Path(section.splits).is_file():
+        kind = (load_splits(section.splits).get("task") or {}).get("type", "classification")
+        if kind != "classification":
+            return f"zero-shot scores classes from prompts; the task is {kind}"
     if not Path(section.features).exists():
         return f"no feature store at {section.features}: run `slidemil extract` first"
     store = open_features(section.features)
@@ -140,7 +145,7 @@ def _evaluate(params: dict[str, Any], section: ZeroshotSection) -> dict[str, dic
     logit_scale = float(model.logit_scale.detach().cpu())
     tested = sorted({sid for fold in data.splits["folds"] for sid in fold["test"]})
     log.info("scoring %d slides with MI-Zero top-k %s", len(tested), section.topk)
-    scores = {sid: slide_scores(data.store.load(sid)[0], proj, text_weights, section.topk) for sid in tested}
+    scores = {sid: slide_scores(data.load(sid)[0], proj, text_weights, section.topk) for sid in tested}
 
     kind = create_task_kind(task, data)
     tracking = tracking_for(params, data, {"zeroshot": section.model_dump()})

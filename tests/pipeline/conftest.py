@@ -78,6 +78,10 @@ class ProjectHelpers:
         )
         return slide_ids, labels
 
+    def write_mlflow_store(self, root) -> None:
+        """An empty MLflow store at ``root/mlflow.db``."""
+        shutil.copyfile(self.blank_db, root / "mlflow.db")
+
     @staticmethod
     def run_stage(name, overrides=(), **options):
         """Run stage ``name`` as ``slidemil <name>`` would in the current folder (parser-free)."""

@@ -13,6 +13,7 @@ from slidemil.core.errors import UnknownPluginError
 from slidemil.pipeline.crossval import FoldResult, Tracking, cross_validate
 from slidemil.pipeline.data import MethodData
 from slidemil.pipeline.evaluation import output_paths
+from slidemil.pipeline.kinds import kind_for  # noqa: F401  (registers survival and regression)
 from slidemil.pipeline.task_kinds import TASK_KINDS, Bootstrap, create_task_kind
 from slidemil.splits.task import Task
 
@@ -27,8 +28,28 @@ def _classification(ids, seed):
     return y, np.stack([1 - p1, p1], 1)
 
 
+def _index(ids):
+    return np.array([int(s[1:]) for s in ids])
+
+
+def _survival(ids, seed):
+    """(time, event) [n, 2] with every third slide censored; outputs [n, 2]: a noisy risk falling with time, and
+    the risk-group cut (median risk)."""
+    rng = np.random.default_rng(seed)
+    time = 1.0 + _index(ids)
+    y = np.column_stack([time, (_index(ids) % 3 != 0).astype(float)])
+    risk = -time + rng.normal(0, 2, len(ids))
+    return y, np.column_stack([risk, np.full(len(ids), np.median(risk))])
+
+
+def _regression(ids, seed):
+    """Targets [n] and noisy predictions [n]."""
+    y = 0.5 * _index(ids)
+    return y, y + np.random.default_rng(seed).normal(0, 1, len(ids))
+
+
 #: task kind → (example targets and outputs of the given slides); a new kind adds its case here
-EXAMPLES = {"classification": _classification}
+EXAMPLES = {"classification": _classification, "survival": _survival, "regression": _regression}
 
 
 def test_every_registered_task_kind_has_an_example():
@@ -41,9 +62,11 @@ def test_task_kind_through_the_fold_loop(name, tmp_path, monkeypatch, blank_db):
     shutil.copy(blank_db, tmp_path / "mlflow.db")
     ids = [f"s{i:02d}" for i in range(N_SLIDES)]
     folds = [{"fold": k, "repeat": 0, "train": [], "val": [], "test": ids[4 * k:4 * k + 4]} for k in range(3)]
+    targets = dict(zip(ids, EXAMPLES[name](ids, seed=0)[0].tolist(), strict=True))
     data = MethodData(splits={"folds": folds, "label": "label"}, store=None, classes=CLASSES,
-                      labels={s: i % 2 for i, s in enumerate(ids)}, patients={s: f"p{s}" for s in ids}, tags={})
-    kind = create_task_kind(Task("label", tuple(CLASSES), False, kind=name), data)
+                      labels={s: i % 2 for i, s in enumerate(ids)}, patients={s: f"p{s}" for s in ids}, tags={},
+                      targets=targets)
+    kind = create_task_kind(Task("label", tuple(CLASSES), False, type=name), data)
     assert kind.name == name
 
     def fold_fn(fold, child):
@@ -57,7 +80,10 @@ def test_task_kind_through_the_fold_loop(name, tmp_path, monkeypatch, blank_db):
                              bootstrap=Bootstrap(20, 0))
     assert summary["test/n_usable_folds"] == 2 and summary["n_failed_folds"] == 1
     paths = output_paths("probe", name)
-    assert all(path.is_file() for path in paths.values())
+    assert paths["metrics"].is_file() and paths["predictions"].is_file()
+    plots = {p.name for p in (tmp_path / "plots" / f"probe@{name}").glob("*.csv")}
+    assert plots == {"classification": {"roc.csv", "confusion.csv"}, "survival": {"km.csv"},
+                     "regression": {"scatter.csv"}}[name]
     written = json.loads(paths["metrics"].read_text())
     assert [f["status"] for f in written["folds"]] == ["ok", "ok", "failed"]
     assert all(key.startswith("test/") for key in kind.fold_metrics(*EXAMPLES[name](ids, seed=0)))
@@ -73,4 +99,4 @@ def test_task_kind_through_the_fold_loop(name, tmp_path, monkeypatch, blank_db):
 
 def test_unknown_task_kind_is_named():
     with pytest.raises(UnknownPluginError, match="unknown task kind 'survivl'"):
-        create_task_kind(SimpleNamespace(kind="survivl", ordered=False), SimpleNamespace(classes=CLASSES))
+        create_task_kind(SimpleNamespace(type="survivl", ordered=False), SimpleNamespace(classes=CLASSES))
