@@ -170,7 +170,7 @@ def test_help_lists_keys_defaults_and_descriptions_from_the_models(capsys):
     for stage, expected in [("train", ["epochs = 20", "maximum training epochs per fold", "head_kwargs = {}"]),
                             ("probe", ["probe_kwargs.knn.n_neighbors = 20", "probe_kwargs.linear.class_weight"]),
                             ("report", ["json = 'reports/metrics.json'"]),
-                            ("tile", ["target_mpp = 0.5"])]:  # tile: still a DEFAULTS dict
+                            ("tile", ["target_mpp = 0.5", "tissue.close_um = 32.0"])]:
         with pytest.raises(SystemExit):
             build_parser().parse_args([stage, "--help"])
         out = capsys.readouterr().out
