@@ -8,7 +8,7 @@ import numpy as np
 def tissue_polygons(attrs: dict, min_points: int = 3) -> list[np.ndarray]:
     """Outer boundaries of the tissue regions of a slide, ``[M, 2]`` (x, y) level-0 px each.
 
-    The mask is recomputed as the tile stage did (same :class:`extract.tissue.TissueParams` from the
+    The mask is recomputed as the tile stage did (same :class:`extract.sections.TissueSection` from the
     slide's attrs, same mask resolution) and traced with OpenCV's ``findContours`` (outer contours).
 
     Args:
@@ -19,12 +19,12 @@ def tissue_polygons(attrs: dict, min_points: int = 3) -> list[np.ndarray]:
     """
     import cv2
 
+    from slidemil.extract.sections import TissueSection
     from slidemil.extract.slide import open_slide
-    from slidemil.extract.tissue import TissueParams, mask_downsample, tissue_mask
+    from slidemil.extract.tissue import mask_downsample, tissue_mask
 
-    tissue = {k: v for k, v in (attrs.get("tissue") or {}).items() if k not in ("method_used", "threshold",
-                                                                              "mask_mpp_used")}
-    params = TissueParams.from_dict(tissue)
+    # the attrs hold the tiling's TissueSection and the segmentation's results (method_used, threshold, …)
+    params = TissueSection(**{k: v for k, v in (attrs.get("tissue") or {}).items() if k in TissueSection.model_fields})
     override = attrs.get("mpp") if attrs.get("mpp_source") == "override" else None
     with open_slide(attrs["slide_path"], override) as slide:
         downsample = mask_downsample(slide.dimensions, slide.mpp, params)

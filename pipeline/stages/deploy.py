@@ -13,7 +13,8 @@ deploy.model_uris) predicts every slide. Writes under the output folder:
   predictions.csv             one row per slide and head: each fold model's outputs and the ensemble mean
   status.csv                  one row per cohort slide: tiling / encoding status, predicted or why not
   metrics/deploy@<head>.json  (labelled slides only) the CV metrics with 95% bootstrap intervals of the
-                              ensemble; predictions/deploy@<head>.csv, plots/deploy@<head>/{roc,confusion}.csv
+                              ensemble; predictions/deploy@<head>.csv, plots/deploy@<head>/ (the task kind's
+                              DVC plot data and figures, e.g. roc.csv, roc.png, confusion.png)
 and one MLflow run ``deploy@<head>`` per head in the training experiment, tagged with the cohort's
 digest and the trained parent run. Patients also in the training cohort are named in a warning and left
 out of the metrics (deploy.exclude_training_patients). Exit status 1 when no slide could be predicted.
@@ -249,7 +250,7 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     scored = np.array([bool(lab) and not (section.exclude_training_patients and p in overlap)
                        for lab, p in zip(labels, patients, strict=True)])
     mlflow_section = _mlflow(params)
-    experiment = mlflow_section.experiment or (splits or {}).get("label") or load_task(params).label
+    experiment = mlflow_section.experiment or (splits or {}).get("label") or task.label
     tags = {**provenance_tags(weights_sha256=store.weights_sha256, encoder_id=store.encoder_id,
                               features_digest=json_digest({s: store.attrs(s) for s in slide_ids})),
             "deploy.cohort": str(cohort_path), "deploy.cohort_digest": file_digest(cohort_path),
@@ -258,12 +259,8 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     with parent_run("deploy", head, logged, tags, experiment, mlflow_section.tracking_uri) as run:
         run.set_tags({"trained_run_id": _trained_run(run.client, fold_models)})
         if scored.sum():
-            summary = _score(head, fold_models, outputs[:, scored], np.asarray(slide_ids)[scored],
-                             np.asarray(patients)[scored], np.asarray(labels)[scored], classes, task.ordered,
-                             section, output, run)
-            log.info("deploy@%s: AUROC %.3f [%.3f, %.3f] on %d labelled slides", head,
-                     summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_ci_low", float("nan")),
-                     summary.get("test/auroc_ci_high", float("nan")), int(scored.sum()))
+            _score(head, fold_models, outputs[:, scored], np.asarray(slide_ids)[scored], np.asarray(patients)[scored],
+                   np.asarray(labels)[scored], task, section, output, run)
         path = output / "predictions" / f"deploy@{head}.wide.csv"
         from slidemil.core.atomic import write_csv
 
@@ -272,32 +269,37 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     return pd.DataFrame(wide)
 
 
-def _score(head, fold_models, outputs, slide_ids, patients, labels, classes, ordered, section, output, run):
-    """Metrics of the labelled slides exactly as in CV: per fold model, and the ensemble with bootstrap CIs."""
+def _score(head, fold_models, outputs, slide_ids, patients, labels, task, section, output, run):
+    """Metrics of the labelled slides exactly as in CV, through the models' task kind
+    (:mod:`slidemil.pipeline.task_kinds`): per fold model, and the ensemble with bootstrap CIs.
+
+    Args:
+        outputs: ``[F, n, C]`` of the ``n`` labelled slides; labels: their class names ``(n,)``.
+    """
+    from types import SimpleNamespace
+
     import numpy as np
     import pandas as pd
 
-    from slidemil.pipeline.evaluation import (
-        finish_method,
-        fold_test_metrics,
-        pooled_by_slide,
-        predictions_table,
-    )
-    from slidemil.pipeline.figures import roc_figure
+    from slidemil.pipeline.task_kinds import TASK_KINDS, Bootstrap
 
-    y = np.array([classes.index(lab) for lab in labels])
+    classes = fold_models[0].classes
+    kind = TASK_KINDS.get(fold_models[0].kind)(task, SimpleNamespace(classes=classes))
+    y = np.array([classes.index(lab) for lab in labels])  # classification labels; kinds with other targets: here
     tables, fold_metrics = [], []
-    for k, (fold_model, proba) in enumerate(zip(fold_models, outputs, strict=True)):
-        tables.append(predictions_table(slide_ids, patients, y, proba, classes, k))
-        fold_metrics.append({"fold": k, "model": fold_model.name, "status": "ok", **fold_test_metrics(y, proba, ordered)})
+    for k, (fold_model, fold_outputs) in enumerate(zip(fold_models, outputs, strict=True)):
+        tables.append(kind.predictions_table(slide_ids, patients, y, fold_outputs, k, 0))
+        fold_metrics.append({"fold": k, "model": fold_model.name, "status": "ok",
+                             **kind.fold_metrics(y, fold_outputs)})
     long = pd.concat(tables, ignore_index=True)
-    summary = finish_method("deploy", head, long, classes, fold_metrics, ordered, section.n_bootstrap, section.seed,
-                            root=output)
+    summary = kind.finish("deploy", head, long, fold_metrics, Bootstrap(section.n_bootstrap, section.seed), output)
     run.log_metrics(summary)
-    y_pooled, proba = pooled_by_slide(long, classes)
-    figure = roc_figure(y_pooled, proba, classes, f"deploy@{head}: ensemble of {len(fold_models)} fold models")
-    figure.savefig(output / "plots" / f"deploy@{head}" / "roc.png", dpi=100)
-    run.log_figure(figure, "figures/roc.png")
+    y_pooled, pooled = kind.pooled(long)
+    title = f"deploy@{head}: ensemble of {len(fold_models)} fold models"
+    for artifact, figure in kind.figures(y_pooled, pooled, title, "deploy").items():
+        figure.savefig(output / "plots" / f"deploy@{head}" / Path(artifact).name, dpi=100)
+        run.log_figure(figure, artifact)
+    log.info("deploy@%s on %d labelled slides: %s", head, len(y), kind.headline(summary))
     return summary
 
 
