@@ -92,7 +92,6 @@ def histolab() -> dict:
 
 def demo_tiles(qc: Path | None) -> pd.DataFrame:
     """Run the tile stage's per-slide function on every demo cohort slide with the old and the new method."""
-    from slidemil.core.params import read_section
     from slidemil.extract.sections import TileSection
     from slidemil.extract.tiles import open_tiles
     from slidemil.pipeline.stages import tile
@@ -111,7 +110,7 @@ def demo_tiles(qc: Path | None) -> pd.DataFrame:
                 # the old default: brightness where auto finds a dark slide, else saturation
                 method = "auto" if label == "new" else (
                     "brightness" if new_methods.get(s.slide_id) == "brightness" else "saturation")
-                cfg = read_section({"tile": {"tissue": {"method": method}}}, "tile", TileSection)
+                cfg = TileSection(tissue={"method": method})
                 rows.append(tile.tile_one(s.slide_id, Path(s.path), s.mpp, cfg, root, store, force=True))
             frame = pd.DataFrame(rows).set_index("slide_id")[["status", "n_patches", "tissue_mm2", "tissue_method"]]
             new_methods = new_methods or frame["tissue_method"].to_dict()

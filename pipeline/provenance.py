@@ -11,16 +11,15 @@ that would not give the training tiles is refused, never silently used.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from slidemil.core.errors import SlidemilError
+from slidemil.core.params import read_section
+from slidemil.extract.sections import ExtractSection, TileSection, TissueSection
 
 #: tile attrs that are the tile stage's parameters (the rest of ``tile:`` is checked via ``params_digest``)
 TILE_KEYS = ("target_mpp", "patch_size", "overlap")
-#: tissue attrs added by the tile stage that are results, not parameters
-_TISSUE_RESULTS = ("method_used", "threshold", "mask_mpp_used")
 #: what a feature store must share with the models: (provenance key, store attr, words)
 MATCH_KEYS = (("encoder_id", "encoder_id", "encoder"), ("weights_sha256", "weights_sha256", "encoder weights digest"),
               ("patch_size", "patch_size", "patch size (px at target mpp)"), ("target_mpp", "target_mpp", "mpp (µm/px)"))
@@ -43,7 +42,8 @@ def provenance_from_store(store: Any, slide_id: str) -> dict[str, Any]:
     """
     attrs = store.attrs(slide_id)
     tiling = {k: attrs.get(k) for k in TILE_KEYS}
-    tiling["tissue"] = {k: v for k, v in (attrs.get("tissue") or {}).items() if k not in _TISSUE_RESULTS}
+    # the tissue parameters only (the attrs also hold results: method_used, threshold, background_rgb, …)
+    tiling["tissue"] = {k: v for k, v in (attrs.get("tissue") or {}).items() if k in TissueSection.model_fields}
     tiling["params_digest"] = attrs.get("params_digest")
     tiling["mpp_override"] = attrs.get("mpp") if attrs.get("mpp_source") == "override" else None
     return {
@@ -75,56 +75,49 @@ def check_features(provenance: Mapping[str, Any], store: Any, slide_id: str | No
                               + "; ".join(diffs) + "); deploy with --cohort to tile and encode it as in training")
 
 
-def tile_section(provenance: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``tile:`` section that reproduces the training tiles.
+def tile_section(provenance: Mapping[str, Any], current: TileSection) -> dict[str, Any]:
+    """The ``tile:`` section (a plain dict, as in params.yaml) that reproduces the training tiles.
 
-    The recorded keys (target_mpp, patch_size, overlap, tissue) override ``current`` (the validated
-    ``tile:`` section of today's params, for the keys the attrs do not record); the result's digest must
-    equal the training tiles' ``params_digest``.
+    The recorded keys (target_mpp, patch_size, overlap, tissue) override ``current`` (today's validated
+    ``tile:`` section, for the keys the attrs do not record); the result's :meth:`TileSection.digest`
+    must equal the training tiles' ``params_digest``.
 
     Raises:
         ProvenanceError: the digest differs (a parameter not recorded in the attrs, e.g.
             ``tile.min_tissue_fraction``, was changed since training), naming the way out.
+        ParamsError: the recorded values are not a valid ``tile:`` section.
     """
-    from dataclasses import asdict
-
-    from slidemil.extract.tiles import params_digest
-    from slidemil.pipeline.stages.tile import _NOT_IN_DIGEST, validate
-
     tiling = provenance.get("tiling") or {}
-    section = copy.deepcopy(dict(current))
-    for key in TILE_KEYS:
-        if tiling.get(key) is not None:
-            section[key] = tiling[key]
-    if tiling.get("tissue"):
-        section["tissue"] = {**(section.get("tissue") or {}), **tiling["tissue"]}
-    cfg = validate(section)
-    digest = params_digest({**{k: v for k, v in cfg.items() if k not in _NOT_IN_DIGEST and k != "tissue"},
-                            "tissue": asdict(cfg["tissue"]), "mpp_override": tiling.get("mpp_override")})
+    section = current.model_dump(mode="json")
+    section.update({key: tiling[key] for key in TILE_KEYS if tiling.get(key) is not None})
+    section["tissue"] = {**section["tissue"], **(tiling.get("tissue") or {})}
+    rebuilt = read_section({"tile": section}, "tile", TileSection)
+    digest = rebuilt.digest(tiling.get("mpp_override"))
     if tiling.get("params_digest") and digest != tiling["params_digest"]:
         raise ProvenanceError(
             f"the tiling of the training features (params digest {tiling['params_digest']}) cannot be rebuilt: "
-            f"with target_mpp {section['target_mpp']}, patch_size {section['patch_size']} and overlap "
-            f"{section['overlap']} recorded, today's tile.min_tissue_fraction / max_upsample / level_tolerance / "
+            f"with target_mpp {rebuilt.target_mpp}, patch_size {rebuilt.patch_size} and overlap "
+            f"{rebuilt.overlap} recorded, today's tile.min_tissue_fraction / max_upsample / level_tolerance / "
             f"mpp_range give digest {digest}; set them back to the values of the training run")
-    return section
+    return rebuilt.model_dump(mode="json")
 
 
-def extract_section(provenance: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``extract:`` section that encodes with the training encoder (same id, weights, dtype).
+def extract_section(provenance: Mapping[str, Any], current: ExtractSection) -> dict[str, Any]:
+    """The ``extract:`` section (a plain dict) that encodes with the training encoder (same id, weights, dtype).
 
-    Device, precision, batch size and scheduler come from ``current``; the encoder name from the recorded
-    id (``timm-<name>`` → ``timm:<name>``); the weights from ``extract.checkpoint`` / ``CONCH_CHECKPOINT``
-    unless the training weights were generated (``synthetic:…`` / ``random:…``), which are regenerated.
-    The store written with it is checked against the models by :func:`check_features`.
+    Device, precision, batch size and scheduler come from ``current`` (today's validated section); the
+    encoder name from the recorded id (``timm-<name>`` → ``timm:<name>``); the weights from
+    ``extract.checkpoint`` / ``CONCH_CHECKPOINT`` unless the training weights were generated
+    (``synthetic:…`` / ``random:…``), which are regenerated. The store written with it is checked against
+    the models by :func:`check_features`.
     """
-    section = dict(current)
+    section = current.model_dump(mode="json")
     encoder_id = str(provenance["encoder_id"])
     section["encoder"] = "timm:" + encoder_id.removeprefix("timm-") if encoder_id.startswith("timm-") else encoder_id
     weights = str(provenance.get("weights_sha256") or "")
     if weights.startswith(("synthetic:", "random:")):
         section["checkpoint"] = weights
-    section["dtype"] = provenance.get("dtype") or section.get("dtype", "float32")
+    section["dtype"] = provenance.get("dtype") or section["dtype"]
     return section
 
 

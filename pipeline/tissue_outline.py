@@ -8,7 +8,7 @@ import numpy as np
 def tissue_polygons(attrs: dict, min_points: int = 3) -> list[np.ndarray]:
     """Outer boundaries of the tissue regions of a slide, ``[M, 2]`` (x, y) level-0 px each.
 
-    The mask is recomputed as the tile stage did (same :class:`slidemil.extract.sections.TissueSection` from the
+    The mask is recomputed as the tile stage did (same :class:`extract.sections.TissueSection` from the
     slide's attrs, same mask resolution) and traced with OpenCV's ``findContours`` (outer contours).
 
     Args:
@@ -23,8 +23,8 @@ def tissue_polygons(attrs: dict, min_points: int = 3) -> list[np.ndarray]:
     from slidemil.extract.slide import open_slide
     from slidemil.extract.tissue import mask_downsample, tissue_mask
 
-    recorded = attrs.get("tissue") or {}
-    params = TissueSection.model_validate({k: v for k, v in recorded.items() if k in TissueSection.model_fields})
+    # the attrs hold the tiling's TissueSection and the segmentation's results (method_used, threshold, …)
+    params = TissueSection(**{k: v for k, v in (attrs.get("tissue") or {}).items() if k in TissueSection.model_fields})
     override = attrs.get("mpp") if attrs.get("mpp_source") == "override" else None
     with open_slide(attrs["slide_path"], override) as slide:
         downsample = mask_downsample(slide.dimensions, slide.mpp, params)

@@ -13,7 +13,8 @@ deploy.model_uris) predicts every slide. Writes under the output folder:
   predictions.csv             one row per slide and head: each fold model's outputs and the ensemble mean
   status.csv                  one row per cohort slide: tiling / encoding status, predicted or why not
   metrics/deploy@<head>.json  (labelled slides only) the CV metrics with 95% bootstrap intervals of the
-                              ensemble; predictions/deploy@<head>.csv, plots/deploy@<head>/{roc,confusion}.csv
+                              ensemble; predictions/deploy@<head>.csv, plots/deploy@<head>/ (the task kind's
+                              DVC plot data and figures, e.g. roc.csv, roc.png, confusion.png)
 and one MLflow run ``deploy@<head>`` per head in the training experiment, tagged with the cohort's
 digest and the trained parent run. Patients also in the training cohort are named in a warning and left
 out of the metrics (deploy.exclude_training_patients). Exit status 1 when no slide could be predicted.
@@ -29,7 +30,7 @@ from typing import Any
 from pydantic import Field, StrictBool
 
 from slidemil.core.errors import ParamsError, StoreError
-from slidemil.core.params import Section, read_section, stage_params
+from slidemil.core.params import Section, read_section
 
 HELP = "apply the trained fold models to a new cohort (tiled/encoded as in training) → deploy/<cohort>/"
 
@@ -79,17 +80,18 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         raise ParamsError(f"deploy cohort table {cohort} not found; give --cohort FILE or set deploy.cohort")
     features = getattr(args, "features", None) or section.features
     output = Path(section.output or Path("deploy") / Path(cohort).stem)
-    heads = list(getattr(args, "head", None) or section.heads or train_param(params, "heads"))
+    heads = list(getattr(args, "head", None) or section.heads or train_section(params).heads)
     validate_heads(heads)
     status = _deploy(params, section, Path(cohort), features, output, heads)
     write_json(Path("deploy") / "last.json", {"cohort": str(cohort), "output": str(output)})
     return status
 
 
-def train_param(params: dict[str, Any], key: str) -> Any:
-    from slidemil.pipeline.stages.train import DEFAULTS as TRAIN_DEFAULTS
+def train_section(params: dict[str, Any]):
+    """The validated ``train:`` section (heads, splits, models, features of the trained models)."""
+    from slidemil.pipeline.stages.train import TrainSection
 
-    return (params.get("train") or {}).get(key) or TRAIN_DEFAULTS[key]
+    return read_section(params, "train", TrainSection)
 
 
 def _deploy(params, section: DeploySection, cohort_path: Path, features: str, output: Path, heads: list[str]) -> int:
@@ -104,14 +106,15 @@ def _deploy(params, section: DeploySection, cohort_path: Path, features: str, ou
     from slidemil.splits.io import load_splits
 
     cohort = load_cohort(cohort_path)
-    splits_path = Path(train_param(params, "splits"))
+    train = train_section(params)
+    splits_path = Path(train.splits)
     splits = load_splits(splits_path) if splits_path.is_file() else None
     classes = list(splits["classes"]) if splits else []
-    models = {h: load_fold_models(h, section.model_uris.get(h) or section.models or train_param(params, "models"), classes,
-                                  _mlflow(params)["tracking_uri"]) for h in heads}
+    models = {h: load_fold_models(h, section.model_uris.get(h) or section.models or train.models, classes,
+                                  _mlflow(params).tracking_uri) for h in heads}
     provenance = common_provenance(models)
     if provenance is None:  # MLflow models: the training store's attrs
-        store = open_features(features_path(train_param(params, "features"), params))
+        store = open_features(features_path(train.features, params))
         training_slides = sorted(splits["labels"]) if splits else store.slide_ids
         provenance = provenance_from_store(store, next(s for s in training_slides if s in store))
     if features:
@@ -158,24 +161,25 @@ def common_provenance(models) -> dict[str, Any] | None:
     return next((m.provenance for ms in models.values() for m in ms if m.provenance), None)
 
 
-def _mlflow(params: dict[str, Any]) -> dict[str, Any]:
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
+def _mlflow(params: dict[str, Any]):
+    from slidemil.pipeline.tracking import MlflowSection
 
-    return stage_params(params, "mlflow", MLFLOW_DEFAULTS)
+    return read_section(params, "mlflow", MlflowSection)
 
 
 def _tile_and_encode(params, provenance, cohort_path: Path, output: Path):
     """Run the tile and extract stages on the cohort with the training tiling and encoder; returns (store, manifest)."""
     import pandas as pd
 
+    from slidemil.extract.sections import ExtractSection, TileSection
     from slidemil.extract.store import open_features, store_path
     from slidemil.pipeline.provenance import extract_section, tile_section
     from slidemil.pipeline.stages import extract, tile
 
     tiles = output / "tiles"
-    tile_params = {**tile_section(provenance, stage_params(params, "tile", tile.DEFAULTS)), "output": str(tiles)}
+    tile_params = {**tile_section(provenance, read_section(params, "tile", TileSection)), "output": str(tiles)}
     tile.run({"cohort": str(cohort_path), "tile": tile_params}, argparse.Namespace(force=False))
-    extract_params = {**extract_section(provenance, stage_params(params, "extract", extract.DEFAULTS)),
+    extract_params = {**extract_section(provenance, read_section(params, "extract", ExtractSection)),
                       "tiles": str(tiles), "output": str(output / "features"), "fail_if": "never"}
     extract.run({"extract": extract_params}, argparse.Namespace(force=False, list_encoders=False))
     read = {"dtype": {"slide_id": str, "reason": str}, "keep_default_na": False}
@@ -246,21 +250,17 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     scored = np.array([bool(lab) and not (section.exclude_training_patients and p in overlap)
                        for lab, p in zip(labels, patients, strict=True)])
     mlflow_section = _mlflow(params)
-    experiment = mlflow_section["experiment"] or (splits or {}).get("label") or load_task(params).label
+    experiment = mlflow_section.experiment or (splits or {}).get("label") or task.label
     tags = {**provenance_tags(weights_sha256=store.weights_sha256, encoder_id=store.encoder_id,
                               features_digest=json_digest({s: store.attrs(s) for s in slide_ids})),
             "deploy.cohort": str(cohort_path), "deploy.cohort_digest": file_digest(cohort_path),
             "deploy.n_slides": len(slide_ids), "deploy.n_training_patients": len(overlap)}
     logged = {"deploy": section.model_dump(), "head": head, "cohort": str(cohort_path), "folds": names}
-    with parent_run("deploy", head, logged, tags, experiment, mlflow_section["tracking_uri"]) as run:
+    with parent_run("deploy", head, logged, tags, experiment, mlflow_section.tracking_uri) as run:
         run.set_tags({"trained_run_id": _trained_run(run.client, fold_models)})
         if scored.sum():
-            summary = _score(head, fold_models, outputs[:, scored], np.asarray(slide_ids)[scored],
-                             np.asarray(patients)[scored], np.asarray(labels)[scored], classes, task.ordered,
-                             section, output, run)
-            log.info("deploy@%s: AUROC %.3f [%.3f, %.3f] on %d labelled slides", head,
-                     summary.get("test/auroc_mean", float("nan")), summary.get("test/auroc_ci_low", float("nan")),
-                     summary.get("test/auroc_ci_high", float("nan")), int(scored.sum()))
+            _score(head, fold_models, outputs[:, scored], np.asarray(slide_ids)[scored], np.asarray(patients)[scored],
+                   np.asarray(labels)[scored], task, section, output, run)
         path = output / "predictions" / f"deploy@{head}.wide.csv"
         from slidemil.core.atomic import write_csv
 
@@ -269,32 +269,37 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     return pd.DataFrame(wide)
 
 
-def _score(head, fold_models, outputs, slide_ids, patients, labels, classes, ordered, section, output, run):
-    """Metrics of the labelled slides exactly as in CV: per fold model, and the ensemble with bootstrap CIs."""
+def _score(head, fold_models, outputs, slide_ids, patients, labels, task, section, output, run):
+    """Metrics of the labelled slides exactly as in CV, through the models' task kind
+    (:mod:`slidemil.pipeline.task_kinds`): per fold model, and the ensemble with bootstrap CIs.
+
+    Args:
+        outputs: ``[F, n, C]`` of the ``n`` labelled slides; labels: their class names ``(n,)``.
+    """
+    from types import SimpleNamespace
+
     import numpy as np
     import pandas as pd
 
-    from slidemil.pipeline.evaluation import (
-        finish_method,
-        fold_test_metrics,
-        pooled_by_slide,
-        predictions_table,
-    )
-    from slidemil.pipeline.figures import roc_figure
+    from slidemil.pipeline.task_kinds import TASK_KINDS, Bootstrap
 
-    y = np.array([classes.index(lab) for lab in labels])
+    classes = fold_models[0].classes
+    kind = TASK_KINDS.get(fold_models[0].kind)(task, SimpleNamespace(classes=classes))
+    y = np.array([classes.index(lab) for lab in labels])  # classification labels; kinds with other targets: here
     tables, fold_metrics = [], []
-    for k, (fold_model, proba) in enumerate(zip(fold_models, outputs, strict=True)):
-        tables.append(predictions_table(slide_ids, patients, y, proba, classes, k))
-        fold_metrics.append({"fold": k, "model": fold_model.name, "status": "ok", **fold_test_metrics(y, proba, ordered)})
+    for k, (fold_model, fold_outputs) in enumerate(zip(fold_models, outputs, strict=True)):
+        tables.append(kind.predictions_table(slide_ids, patients, y, fold_outputs, k, 0))
+        fold_metrics.append({"fold": k, "model": fold_model.name, "status": "ok",
+                             **kind.fold_metrics(y, fold_outputs)})
     long = pd.concat(tables, ignore_index=True)
-    summary = finish_method("deploy", head, long, classes, fold_metrics, ordered, section.n_bootstrap, section.seed,
-                            root=output)
+    summary = kind.finish("deploy", head, long, fold_metrics, Bootstrap(section.n_bootstrap, section.seed), output)
     run.log_metrics(summary)
-    y_pooled, proba = pooled_by_slide(long, classes)
-    figure = roc_figure(y_pooled, proba, classes, f"deploy@{head}: ensemble of {len(fold_models)} fold models")
-    figure.savefig(output / "plots" / f"deploy@{head}" / "roc.png", dpi=100)
-    run.log_figure(figure, "figures/roc.png")
+    y_pooled, pooled = kind.pooled(long)
+    title = f"deploy@{head}: ensemble of {len(fold_models)} fold models"
+    for artifact, figure in kind.figures(y_pooled, pooled, title, "deploy").items():
+        figure.savefig(output / "plots" / f"deploy@{head}" / Path(artifact).name, dpi=100)
+        run.log_figure(figure, artifact)
+    log.info("deploy@%s on %d labelled slides: %s", head, len(y), kind.headline(summary))
     return summary
 
 

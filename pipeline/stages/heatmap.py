@@ -63,15 +63,15 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.pipeline.data import features_path
     from slidemil.pipeline.ensemble import load_fold_models
     from slidemil.pipeline.provenance import check_features
-    from slidemil.pipeline.stages.deploy import common_provenance, train_param, validate_heads
+    from slidemil.pipeline.stages.deploy import common_provenance, train_section, validate_heads
 
     section = read_section(params, "heatmap", HeatmapSection)
+    train = train_section(params)
     head = args.head
     validate_heads([head])
-    store = open_features(getattr(args, "store", None) or section.store or features_path(train_param(params, "features"),
-                                                                                          params))
+    store = open_features(getattr(args, "store", None) or section.store or features_path(train.features, params))
     classes = _classes(params)
-    models = load_fold_models(head, section.model_uri or section.models or train_param(params, "models"), classes)
+    models = load_fold_models(head, section.model_uri or section.models or train.models, classes)
     provenance = common_provenance({head: models})
     if provenance:  # scores of features the models were not trained on would mean nothing
         check_features(provenance, store)
@@ -162,10 +162,10 @@ def draw_slide(slide_id: str, store, fold_models, label: str, section: HeatmapSe
 
 def _classes(params: dict[str, Any]) -> list[str]:
     """Class names of the training splits (needed to name MLflow models' outputs); [] without a splits file."""
-    from slidemil.pipeline.stages.deploy import train_param
+    from slidemil.pipeline.stages.deploy import train_section
     from slidemil.splits.io import load_splits
 
-    path = Path(train_param(params, "splits"))
+    path = Path(train_section(params).splits)
     return list(load_splits(path)["classes"]) if path.is_file() else []
 
 

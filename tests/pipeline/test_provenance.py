@@ -1,14 +1,13 @@
 """Training provenance: the tiling rebuilt and checked by its digest, feature stores refused on a difference,
 deploy tables (fold and ensemble columns, training-cohort overlap)."""
 
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 
 from slidemil.core.errors import SlidemilError
+from slidemil.extract.sections import ExtractSection, TileSection
 from slidemil.extract.store import FeatureStoreWriter, open_features
-from slidemil.extract.tiles import params_digest
+from slidemil.extract.tiling import tile_slide
 from slidemil.pipeline.deploy import kind_outputs, predictions_wide, training_overlap
 from slidemil.pipeline.provenance import (
     ProvenanceError,
@@ -17,19 +16,24 @@ from slidemil.pipeline.provenance import (
     provenance_from_store,
     tile_section,
 )
-from slidemil.pipeline.stages import extract, tile
 
 PREPROCESS = {"size": 64, "interpolation": "bilinear"}
+SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
 
 
-def _tile_attrs(cfg: dict, override=None) -> dict:
-    """The attrs the tile stage writes for a slide tiled with ``cfg`` (the validated tile section)."""
-    digest = params_digest({**{k: v for k, v in cfg.items() if k not in tile._NOT_IN_DIGEST and k != "tissue"},
-                            "tissue": asdict(cfg["tissue"]), "mpp_override": override})
-    return {"target_mpp": cfg["target_mpp"], "patch_size": cfg["patch_size"], "overlap": cfg["overlap"],
-            "tissue": {**asdict(cfg["tissue"]), "method_used": "saturation", "threshold": 21.0, "mask_mpp_used": 8.1},
-            "params_digest": digest, "mpp": override or 0.499, "mpp_source": "override" if override else "tiff",
-            "preprocess": PREPROCESS, "dtype": "float32"}
+@pytest.fixture(scope="module")
+def tile_attrs(real_data):
+    """``(cfg, override) ->`` the attrs a feature store holds for CMU-1-Small-Region tiled with ``cfg``: the
+    tile stage's (:func:`tile_slide`) plus the encoder's preprocess and dtype."""
+    cache = {}
+
+    def attrs(cfg: TileSection, override=None) -> dict:
+        key = (cfg.model_dump_json(), override)
+        if key not in cache:
+            cache[key] = tile_slide(real_data / SVS, cfg, mpp_override=override).attrs
+        return {**cache[key], "preprocess": PREPROCESS, "dtype": "float32"}
+
+    return attrs
 
 
 def _store(path, attrs, encoder="tiny_test", weights="random:0"):
@@ -39,40 +43,39 @@ def _store(path, attrs, encoder="tiny_test", weights="random:0"):
     return open_features(path)
 
 
-def _training_cfg():
-    from slidemil.core.params import stage_params
-
-    section = stage_params({"tile": {"target_mpp": 1.0, "patch_size": 256, "min_tissue_fraction": 0.5,
-                                     "tissue": {"close_um": 16.0}}}, "tile", tile.DEFAULTS)
-    return section, tile.validate(section)
+def _training_cfg() -> TileSection:
+    return TileSection(target_mpp=1.0, patch_size=256, min_tissue_fraction=0.5, tissue={"close_um": 16.0})
 
 
-def test_tiling_is_rebuilt_from_the_attrs_and_checked_by_digest(tmp_path):
-    from slidemil.core.params import stage_params
-
-    section, cfg = _training_cfg()
-    store = _store(tmp_path / "f.zarr", _tile_attrs(cfg))
-    provenance = provenance_from_store(store, "s1")
-    assert provenance["tiling"]["target_mpp"] == 1.0 and "method_used" not in provenance["tiling"]["tissue"]
-    # today's params changed the recorded keys: the training values win
-    today = stage_params({"tile": {"target_mpp": 0.5, "min_tissue_fraction": 0.5}}, "tile", tile.DEFAULTS)
+def test_tiling_is_rebuilt_from_the_attrs_and_checked_by_digest(tmp_path, tile_attrs):
+    cfg = _training_cfg()
+    attrs = tile_attrs(cfg)
+    assert attrs["tissue"]["method_used"] and attrs["params_digest"] == cfg.digest(None)
+    provenance = provenance_from_store(_store(tmp_path / "f.zarr", attrs), "s1")
+    tissue = provenance["tiling"]["tissue"]
+    assert provenance["tiling"]["target_mpp"] == 1.0 and provenance["tiling"]["mpp_override"] is None
+    assert tissue == cfg.tissue.model_dump()  # the parameters only: method_used, threshold, … left out
+    # today's params changed the recorded keys: the training values win, and the digest is the training one
+    today = TileSection(target_mpp=0.5, min_tissue_fraction=0.5, output="elsewhere")
     rebuilt = tile_section(provenance, today)
     assert rebuilt["target_mpp"] == 1.0 and rebuilt["patch_size"] == 256 and rebuilt["tissue"]["close_um"] == 16.0
+    assert rebuilt["output"] == "elsewhere" and TileSection(**rebuilt).digest(None) == attrs["params_digest"]
     # a key the attrs do not record, changed since training: refused, named
-    changed = stage_params({"tile": {"min_tissue_fraction": 0.3}}, "tile", tile.DEFAULTS)
     with pytest.raises(ProvenanceError, match="min_tissue_fraction"):
-        tile_section(provenance, changed)
+        tile_section(provenance, TileSection(min_tissue_fraction=0.3))
     # an mpp override of the training slide is part of its digest
-    with_override = provenance_from_store(_store(tmp_path / "g.zarr", _tile_attrs(cfg, override=0.25)), "s1")
+    with_override = provenance_from_store(_store(tmp_path / "g.zarr", tile_attrs(cfg, override=0.25)), "s1")
     assert with_override["tiling"]["mpp_override"] == 0.25
     assert tile_section(with_override, today)["target_mpp"] == 1.0
+    with pytest.raises(ProvenanceError, match="cannot be rebuilt"):  # the same tiling without the override
+        tile_section({**with_override, "tiling": {**with_override["tiling"], "mpp_override": None}}, today)
 
 
-def test_feature_store_refused_naming_the_difference(tmp_path):
-    _, cfg = _training_cfg()
-    provenance = provenance_from_store(_store(tmp_path / "train.zarr", _tile_attrs(cfg)), "s1")
-    check_features(provenance, _store(tmp_path / "same.zarr", _tile_attrs(cfg)))  # same: accepted
-    other = _store(tmp_path / "other.zarr", {**_tile_attrs(cfg), "patch_size": 512, "target_mpp": 0.5},
+def test_feature_store_refused_naming_the_difference(tmp_path, tile_attrs):
+    attrs = tile_attrs(_training_cfg())
+    provenance = provenance_from_store(_store(tmp_path / "train.zarr", attrs), "s1")
+    check_features(provenance, _store(tmp_path / "same.zarr", attrs))  # same: accepted
+    other = _store(tmp_path / "other.zarr", {**attrs, "patch_size": 512, "target_mpp": 0.5},
                    encoder="conch_v1", weights="abc123")
     with pytest.raises(ProvenanceError) as err:
         check_features(provenance, other)
@@ -83,15 +86,12 @@ def test_feature_store_refused_naming_the_difference(tmp_path):
 
 
 def test_extract_section_uses_the_training_encoder():
-    from slidemil.core.params import stage_params
-
-    today = stage_params({"extract": {"encoder": "conch_v1", "device": "cpu", "dtype": "float16"}}, "extract",
-                         extract.DEFAULTS)
+    today = ExtractSection(encoder="conch_v1", device="cpu", dtype="float16")
     section = extract_section({"encoder_id": "timm-resnet18", "weights_sha256": "random:3", "dtype": "float32"}, today)
     assert section["encoder"] == "timm:resnet18" and section["checkpoint"] == "random:3"
     assert section["dtype"] == "float32" and section["device"] == "cpu"
     real = extract_section({"encoder_id": "conch_v1", "weights_sha256": "9a1b", "dtype": "float32"},
-                           {**today, "checkpoint": "/w/conch.bin"})
+                           today.model_copy(update={"checkpoint": "/w/conch.bin"}))
     assert real["checkpoint"] == "/w/conch.bin"  # real weights: today's file, checked against the digest afterwards
 
 
