@@ -32,7 +32,14 @@ ui: $(STAMP)
 	@echo "Open the experiment, then the link at the top of its description (runs view with test AUROC and CI)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+# Each benchmark prints a table and, last, one JSON line. gpu.py runs the full GPU check on a CUDA machine and
+# its smoke mode (tiny batches, a few patches) elsewhere.
 bench: $(STAMP)
 	$(BIN)/python bench/tiling.py
+	$(BIN)/python bench/tiling_cohort.py
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/extract.py --encoder resnet50_trunc --only encoding --patches 64
+	$(BIN)/python bench/allocator.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/gpu.py
+	$(BIN)/python bench/heatmap.py

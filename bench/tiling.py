@@ -3,9 +3,9 @@
 Builds two slides from real tissue pixels (the CMU-1 region of demo/real, tiled repeatedly) with
 tifffile, streamed tile by tile (the 3.6 GB of level-0 pixels never sit in memory): a large one
 (default 40,960 x 30,720 px at 0.25 µm/px, levels 1/4/16/64) and a small one with a quarter of the area.
-Each slide is tiled by `slidemil tile` in its own subprocess; peak RSS comes from
-``resource.getrusage(RUSAGE_CHILDREN)`` taken in a wrapper process per slide, so the two figures are
-independent. Memory must not scale with area: the ratio large/small should stay near 1.
+Each slide is tiled by `slidemil tile` in its own subprocess; peak RSS and CPU seconds come from
+``resource.getrusage(RUSAGE_CHILDREN)`` taken in a wrapper process per slide (benchlib.run_measured), so the
+two figures are independent. Memory must not scale with area: the ratio large/small should stay near 1.
 
 Usage: .venv/bin/python bench/tiling.py [--workdir DIR] [--width 40960 --height 30720] [--keep]
 Prints a table and, last, one JSON line with every figure.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,20 +25,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import tifffile
+from benchlib import REPO, run_measured
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "demo" / "real" / "wsi-aperio-svs" / "CMU-1-Small-Region.svs"
 MPP = 0.25
 DOWNSAMPLES = (1, 4, 16, 64)
 TILE = 512
 
-# Runs the stage in a child and prints that child's peak RSS (kB on Linux) as the last line.
-_WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.run(sys.argv[1:]).returncode
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.exit(code)
-"""
 _STAGE = """
 import argparse, logging, sys
 from slidemil.core.params import load_params
@@ -87,18 +78,11 @@ def tile_in_subprocess(workdir: Path, name: str, slide: Path) -> dict[str, float
     project.mkdir(exist_ok=True)
     (project / "cohort.csv").write_text(f"slide_id,path\n{name},{slide}\n")
     (project / "params.yaml").write_text("cohort: cohort.csv\ntile:\n  output: tiles\n")
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-c", _STAGE, "params.yaml"],
-                            cwd=project, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise SystemExit(f"tile stage failed on {name}:\n{result.stderr[-3000:]}")
-    peak_kb = int(result.stdout.strip().splitlines()[-1])
+    wall, cpu, peak_mb = run_measured([sys.executable, "-c", _STAGE, "params.yaml"], project)
     manifest = pd.read_csv(project / "tiles" / "manifest.csv")
     if len(manifest) != 1 or manifest.loc[0, "status"] != "ok":
         raise SystemExit(f"unexpected tile result on {name}: {manifest.to_dict('records')}")
-    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "stage_s": float(manifest.loc[0, "seconds"]),
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_mb, "stage_s": float(manifest.loc[0, "seconds"]),
             "n_patches": int(manifest.loc[0, "n_patches"])}
 
 
@@ -126,6 +110,7 @@ def main() -> None:
             run = tile_in_subprocess(workdir, name, workdir / f"{name}.tif")
             figures[f"stage_seconds_per_slide_{name}"] = round(run["stage_s"], 3)
             figures[f"process_seconds_per_slide_{name}"] = round(run["wall_s"], 2)
+            figures[f"process_cpu_seconds_per_slide_{name}"] = round(run["cpu_s"], 2)
             figures[f"slides_per_minute_{name}"] = round(60 / run["stage_s"], 1)
             figures[f"peak_rss_mb_{name}"] = round(run["peak_rss_mb"], 1)
             figures[f"n_patches_{name}"] = run["n_patches"]

@@ -78,7 +78,7 @@ def main() -> None:
 
     lengths = torch.tensor([bag.features.shape[0] for bag in train])
     order = torch.randperm(n_train, generator=torch.Generator().manual_seed(args.seed))
-    bucketed = length_bucketed_batches(order, lengths, args.batch_size, TrainConfig.bucket_batches,
+    bucketed = length_bucketed_batches(order, lengths, args.batch_size, TrainConfig().bucket_batches,
                                        torch.Generator().manual_seed(args.seed))
     random_batches = length_bucketed_batches(order, lengths, args.batch_size, 0, torch.Generator())
     one_bag_batches = length_bucketed_batches(order, lengths, 1, 0, torch.Generator())
@@ -107,7 +107,7 @@ def main() -> None:
         "dim": args.dim,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "bucket_batches": TrainConfig.bucket_batches,
+        "bucket_batches": TrainConfig().bucket_batches,
         "device": args.device,
         "cpu_threads": torch.get_num_threads(),
         "lr_padded": lr_padded,

@@ -33,12 +33,19 @@ def resolve_device(device: str, worker_index: int = 0) -> str:
 
 
 def get_encoder(config: ExtractionConfig) -> Any:
-    """The encoder of ``config`` (built once per process, cached)."""
+    """The encoder of ``config`` (built once per process, cached). The first build also tunes glibc's
+    malloc for extraction in this process (``extract.allocator``: batch-sized blocks reused, not remapped)."""
+    from slidemil.extract.allocator import tune_glibc_malloc
     from slidemil.extract.encoders import create_encoder
+    from slidemil.extract.stain import create_stain_normalizer
 
-    key = (config.encoder, config.checkpoint, config.device, config.precision)
+    key = (config.encoder, config.checkpoint, config.device, config.precision, config.stain_norm)
     if key not in _ENCODERS:
-        _ENCODERS[key] = create_encoder(config.encoder, config.checkpoint, config.device, config.precision)
+        if not _ENCODERS:
+            tune_glibc_malloc()
+        encoder = create_encoder(config.encoder, config.checkpoint, config.device, config.precision)
+        encoder.stain_norm = create_stain_normalizer(*config.stain_norm)
+        _ENCODERS[key] = encoder
     return _ENCODERS[key]
 
 

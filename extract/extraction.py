@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from slidemil.core.errors import SlideError, SlidemilError
+from slidemil.core.hashing import array_sha256, json_sha256
 from slidemil.extract.patches import PatchBatch, PatchGrid, iter_batches
-from slidemil.extract.store import FeatureStoreWriter, array_digest, inputs_digest
+from slidemil.extract.store import FeatureStoreWriter
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -50,7 +51,8 @@ def encode_slide(
     on_batch: Callable[[int], None] | None = None,
 ) -> EncodedSlide:
     """Encode uint8 patch batches: ``encoder.prepare_batch`` (resize + normalise on the device), then the
-    encoder under its precision policy. Unreadable patches are dropped from the result.
+    encoder under its precision policy, one batch ahead of the host's checks and copies. Unreadable patches
+    are dropped from the result.
 
     Args:
         batches: ``PatchBatch`` es of one slide (pixels [B, P, P, 3] uint8).
@@ -63,21 +65,35 @@ def encode_slide(
     """
     features, kept, dropped = [], [], []
     seconds_read = seconds_encode = 0.0
-    for batch in batches:
-        t0 = time.perf_counter()
-        out = encoder(encoder.prepare_batch(batch.pixels))  # (B, D) float32 on the device
-        finite = torch.isfinite(out).all(dim=1).cpu().numpy()  # syncs the device
+
+    def finish(batch: PatchBatch, out: torch.Tensor) -> None:
+        nonlocal seconds_read
+        finite = torch.isfinite(out).all(dim=1).cpu().numpy()  # waits for this batch's results
         bad = batch.indices[batch.ok & ~finite]
         if len(bad):
             raise SlideError(f"encoder produced non-finite features for {len(bad)} patches (tile rows "
                              f"{bad[:10].tolist()}); check the weights and the precision setting")
         features.append(out[torch.from_numpy(batch.ok).to(out.device)].cpu().numpy())
-        seconds_encode += time.perf_counter() - t0
         seconds_read += batch.seconds_read
         kept.append(batch.indices[batch.ok])
-        dropped += batch.errors
+        dropped.extend(batch.errors)
         if on_batch is not None:
             on_batch(len(batch.indices))
+
+    # One batch in flight: batch i+1's copy and forward are queued before waiting for batch i's results, so
+    # a GPU never idles while the host checks, copies back and fetches the next batch (no effect on CPU).
+    pending: tuple[PatchBatch, torch.Tensor] | None = None
+    for batch in batches:
+        t0 = time.perf_counter()
+        out = encoder(encoder.prepare_batch(batch.pixels))  # (B, D) float32 on the device, asynchronous
+        if pending is not None:
+            finish(*pending)
+        pending = (batch, out)
+        seconds_encode += time.perf_counter() - t0
+    if pending is not None:
+        t0 = time.perf_counter()
+        finish(*pending)
+        seconds_encode += time.perf_counter() - t0
     if not features:
         return EncodedSlide(np.zeros((0, embed_dim), np.float32), np.zeros(0, np.int64))
     return EncodedSlide(np.concatenate(features), np.concatenate(kept), dropped, seconds_read, seconds_encode)
@@ -105,6 +121,7 @@ class ExtractionConfig:
     prefetch: int = 2
     fast_reader: bool = True
     force: bool = False  # recompute slides whose group is up to date
+    stain_norm: tuple[str, str] = ("none", "")  # extract.stain_norm (method, reference path)
 
 
 @dataclass(frozen=True)
@@ -149,12 +166,12 @@ def run_slide(
         coords, tile_attrs = _load_tiles(open_tiles(config.tiles), job.slide_id)
         row.update({k: tile_attrs.get(k) for k in ("mpp", "mpp_source", "level", "tissue_mm2")})
         desc = encoder.describe()
-        digest = inputs_digest({
+        digest = json_sha256({
             "encoder": {k: desc.get(k) for k in ("encoder_id", "embed_dim", "weights_sha256", "preprocess")},
             "dtype": config.dtype,
             "tiles": {k: tile_attrs.get(k) for k in ("params_digest", "slide_fingerprint", "level",
                                                      "read_size", "patch_size", "patch_size_level0")},
-            "coords": array_digest(coords),
+            "coords": array_sha256(coords),
         })
         writer = FeatureStoreWriter(config.store, desc["encoder_id"], desc["weights_sha256"], desc["embed_dim"])
         if not config.force and writer.is_up_to_date(job.slide_id, digest):

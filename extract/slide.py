@@ -46,7 +46,7 @@ _LEVEL_MISMATCH = 10.0
 #: Side (px at the read level) below which a failing overview block is recorded as unreadable.
 _MIN_BLOCK = 256
 #: Largest single block read by ``read_overview`` (bytes, RGBA), independent of the slide's size.
-_OVERVIEW_BLOCK_BYTES = 64 * 2**20
+_OVERVIEW_BLOCK_BYTES = 4 * 2**20  # bounds the peak: RGBA from the reader + its RGB copy
 
 
 class PatchReadError(SlideError):
@@ -315,7 +315,7 @@ def _open_reader(path: Path, memory_budget_mb: float):
     if tiff is not None and tiff.error:  # a TIFF header that tifffile cannot follow: damaged, not exotic
         raise SlideError(f"{path}: unreadable (truncated or corrupt file: tifffile: {tiff.error})")
     try:
-        return TiffBackend(path)
+        return TiffBackend(path, memory_budget_mb)
     except Exception as exc:  # noqa: BLE001 — tifffile/zarr raise many types; the message is reported
         errors.append(f"tifffile: {type(exc).__name__}: {exc}")
     raise SlideError(f"{path}: unreadable: no reader can open this file ({'; '.join(errors)})")

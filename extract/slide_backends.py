@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 #: Extensions read with Pillow as single-level slides (ROI datasets; mpp from the cohort table).
@@ -135,6 +136,8 @@ def _to_rgb(pixels: np.ndarray) -> np.ndarray:
         raise ValueError(f"pixel type {pixels.dtype} is not 8-bit; only 8-bit brightfield/RGB slides are supported")
     if pixels.ndim == 2:
         return np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.shape[2] == 4 and pixels[..., 3].min() == 255:  # opaque (inside the scan): no compositing
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGBA2RGB)
     if pixels.shape[2] in (2, 4):
         alpha = pixels[..., -1:].astype(np.uint16)
         color = pixels[..., :-1].astype(np.uint16)
@@ -164,15 +167,76 @@ class OpenSlideBackend:
         self._slide.close()
 
 
+#: A strip decoding to more than this is "huge": decoding it for every patch would cost seconds per patch.
+HUGE_STRIP_MB = 16.0
+
+
+class _DecodedLevels:
+    """Levels stored as huge strips, decoded once per process into memory-mapped arrays on local disk and
+    shared by every reader (threads, reopened slides) of the same file; freed when the last reader closes.
+
+    tifffile decodes a strip whole, so reading a 512-px patch from a 20,000 × 15,000 single-strip TIFF
+    through its Zarr store decodes 900 MB each time, and once per reader thread at the same time. Here the
+    strips are decoded one at a time into the map (peak memory: one decoded strip), then reads are slices.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, list] = {}  # key → [array or None, readers, per-key lock]
+        self.decodes = 0  # levels decoded in this process (tests check a level is decoded once)
+
+    def acquire(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._entries.setdefault(key, [None, 0, threading.Lock()])
+            entry[1] += 1
+
+    def release(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._entries[key]  # the map's file was unlinked at creation: the OS frees it
+
+    def get(self, key: tuple, level) -> np.ndarray:
+        """The decoded level (``tifffile`` level of the series), decoding it on first use."""
+        import tempfile
+
+        with self._lock:
+            entry = self._entries[key]
+        with entry[2]:  # one thread decodes; the others wait for it instead of decoding too
+            if entry[0] is None:
+                handle = tempfile.TemporaryFile(prefix="slidemil-strips-")
+                decoded = np.memmap(handle, dtype=level.dtype, mode="w+", shape=level.shape)
+                level.asarray(out=decoded)
+                entry[0] = decoded
+                self.decodes += 1
+            return entry[0]
+
+
+DECODED = _DecodedLevels()
+
+
+def huge_strip_mb(page) -> float:
+    """Decoded MB of one strip of a stripped (not tiled) TIFF page; 0 for tiled pages or small strips."""
+    if getattr(page, "is_tiled", True):
+        return 0.0
+    mb = float(np.prod(page.chunks)) * page.dtype.itemsize / 2**20
+    return mb if mb > HUGE_STRIP_MB else 0.0
+
+
 class TiffBackend:
     """TIFFs OpenSlide refuses or under-reads: OME-TIFF with SubIFD pyramids, plain single-level TIFF.
 
     Regions are read lazily through tifffile's Zarr store, so only the tiles/strips touched are decoded.
+    A level stored as huge strips (:data:`HUGE_STRIP_MB`) is decoded once into a shared memory-mapped
+    array (:class:`_DecodedLevels`); a strip that alone decodes to more than ``memory_budget_mb`` is
+    refused on open (ValueError saying how to convert the file).
     """
 
     name = "tifffile"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory_budget_mb: float = 1024.0) -> None:
         import tifffile
         import zarr
 
@@ -192,21 +256,52 @@ class TiffBackend:
             w0, h0 = self.level_dimensions[0]
             self.level_downsamples = [(w0 / w + h0 / h) / 2 for w, h in self.level_dimensions]
             self.properties = _tiff_properties(self._tif, series)
+            self._huge = _huge_levels(path, series, memory_budget_mb)
         except Exception:
             self._tif.close()
             raise
+        self._series = series
+        for key in self._huge.values():
+            DECODED.acquire(key)
 
     def read(self, x0: int, y0: int, level: int, w: int, h: int) -> np.ndarray:
         ds = self.level_downsamples[level]
         width, height = self.level_dimensions[level]
         with tifffile_messages() as messages:
-            pixels = _paste_clipped(self._levels[level], round(x0 / ds), round(y0 / ds), w, h, width, height)
+            source = (DECODED.get(self._huge[level], self._series.levels[level]) if level in self._huge
+                      else self._levels[level])
+            pixels = _paste_clipped(source, round(x0 / ds), round(y0 / ds), w, h, width, height)
         if messages:  # tifffile logs, then fills with zeros, a strip/tile it cannot decode
             raise ValueError("; ".join(messages[:3]))
         return pixels
 
     def close(self) -> None:
+        for key in self._huge.values():
+            DECODED.release(key)
+        self._huge = {}
         self._tif.close()
+
+
+def _huge_levels(path: Path, series, memory_budget_mb: float) -> dict[int, tuple]:
+    """``{level: cache key}`` of the series' levels stored as huge strips.
+
+    Raises:
+        ValueError: a strip decodes to more than ``memory_budget_mb`` (it must be decoded whole).
+    """
+    stat = path.stat()
+    huge = {}
+    for i, level in enumerate(series.levels):
+        strip_mb = huge_strip_mb(level.keyframe)
+        if not strip_mb:
+            continue
+        if strip_mb > memory_budget_mb:
+            width, height = level.shape[1], level.shape[0]
+            raise ValueError(
+                f"level {i} ({width}x{height} px) is stored as strips that each decode to {strip_mb:.0f} MB, over "
+                f"tile.memory_budget_mb={memory_budget_mb:g}; raise it, or convert the slide to a tiled pyramidal "
+                "TIFF (e.g. vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg)")
+        huge[i] = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, i)
+    return huge
 
 
 class ImageBackend:

@@ -6,59 +6,44 @@ Layout (DESIGN.md "Tiles"): ``coords.zarr/<group>/coords`` int64 [N, 2] (x, y le
 ``tissue``, ``schema_version``, ``slide_path``, ``slide_fingerprint``, ``params_digest``, ``status``,
 ``n_patches`` and last ``complete: true``. ``<group>`` is the slide_id, percent-encoded where it has
 characters a folder name cannot hold. Each slide group is written in a temporary folder and renamed
-into place, so a reader never sees half a group. ``manifest.csv`` has one row per cohort slide.
+into place (``store.groups``, shared with the feature store), so a reader never sees half a group.
+``manifest.csv`` has one row per cohort slide.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from slidemil.core.errors import StoreError
+from slidemil.extract.store.groups import group_name, write_group
 
 SCHEMA_VERSION = 1
 COORDS_STORE = "coords.zarr"
 MANIFEST = "manifest.csv"
 QC_DIR = "qc"
-MANIFEST_COLUMNS = ["slide_id", "status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2", "seconds"]
+MANIFEST_COLUMNS = ["slide_id", "status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2",
+                    "tissue_method", "seconds"]
 STATUSES = ("ok", "no_tissue", "failed", "skipped")
-
-
-def group_name(slide_id: str) -> str:
-    """Folder-safe Zarr group name for ``slide_id`` (percent-encoding; a leading dot is encoded)."""
-    name = quote(slide_id, safe="-_.~")
-    return "%2E" + name[1:] if name.startswith(".") else name
-
-
-def slide_fingerprint(path: str | Path) -> str:
-    """``<size>:<mtime_ns>`` of the slide file: changes when the file is replaced or rewritten."""
-    stat = Path(path).stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def params_digest(params: dict[str, Any]) -> str:
-    """sha256 (first 16 hex digits) of the parameters that determine a slide's tiles (canonical JSON)."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_slide_tiles(root: str | Path, slide_id: str, coords: np.ndarray, tissue_fraction: np.ndarray,
                       attrs: dict[str, Any]) -> None:
-    """Write (or replace) one slide's group atomically: build it beside the store, then rename it in.
+    """Write (or replace) one slide's group atomically (``store.groups.write_group``: built under
+    ``<root>/.staging``, renamed into ``coords.zarr``).
 
     Args:
         root: the tiles folder (``data/tiles``).
         coords: int64 [N, 2] (x, y) level-0 px; N may be 0 (a ``no_tissue`` slide).
         tissue_fraction: float32 [N].
         attrs: group attributes (``slide_id``, ``schema_version``, ``complete`` are set here).
+
+    Raises:
+        ValueError: coords and tissue_fraction differ in length.
     """
     import zarr
 
@@ -68,27 +53,17 @@ def write_slide_tiles(root: str | Path, slide_id: str, coords: np.ndarray, tissu
         raise ValueError(f"{len(coords)} coords but {len(tissue_fraction)} tissue fractions")
     store = Path(root) / COORDS_STORE
     zarr.open_group(store, mode="a")
-    staging = Path(root) / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{group_name(slide_id)}.", dir=staging))
-    try:
-        group = zarr.open_group(tmp, mode="w")
-        n = max(1, len(coords))
+    n = max(1, len(coords))
+
+    def fill(group: Any) -> None:
         group.create_array("coords", data=coords, chunks=(n, 2), dimension_names=("patch", "xy"))
         group.create_array("tissue_fraction", data=tissue_fraction, chunks=(n,), dimension_names=("patch",))
-        group.attrs.update({**attrs, "slide_id": slide_id, "n_patches": len(coords),
-                            "schema_version": SCHEMA_VERSION})
-        group.attrs["complete"] = True
-        target = store / group_name(slide_id)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix="old.", dir=staging))
-            os.replace(target, old / "group")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    name = group_name(slide_id)
+    # Tiling takes no lock: a unique staging folder keeps two runs from building into the same one.
+    staged = Path(root) / ".staging" / f"{name}.{uuid.uuid4().hex}"
+    write_group(store / name, staged, {**attrs, "slide_id": slide_id, "n_patches": len(coords),
+                                       "schema_version": SCHEMA_VERSION}, fill)
 
 
 class TilesStore:

@@ -51,3 +51,56 @@ def planted_signal_bags(
         bags.append(bag)
         witnesses.append(flags)
     return PlantedBags(bags=bags, labels=labels, witnesses=witnesses)
+
+
+@dataclass(frozen=True)
+class PlantedOutcomes:
+    """Bags ``[N_i, D]`` with the planted fraction ``[B]`` of each bag, and outcomes: follow-up ``time [B]`` (> 0),
+    ``event [B]`` (1 event, 0 censored) and a continuous ``target [B]``."""
+
+    bags: list[torch.Tensor]
+    fraction: torch.Tensor
+    time: torch.Tensor
+    event: torch.Tensor
+    target: torch.Tensor
+
+
+def planted_outcome_bags(
+    n_bags: int,
+    dim: int = 64,
+    n_instances: tuple[int, int] = (20, 50),
+    shift: float = 4.0,
+    log_hazard_ratio: float = 10.0,
+    censored: float = 0.3,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> PlantedOutcomes:
+    """Bags whose outcome depends on the fraction of a planted instance type (for survival and regression tests).
+
+    Each bag draws a fraction ``f ~ U(0, 0.5)`` of its instances from the planted type (standard normal shifted
+    by ``shift`` along one random unit direction). Survival: exponential event times with hazard
+    ``0.1 · exp(log_hazard_ratio · f)`` (proportional hazards in ``f``); a random ``censored`` share of the bags is
+    censored at a uniform time before its event. Regression: ``target = 10 f + noise · N(0, 1)``.
+
+    Args:
+        n_bags, dim, n_instances: bag count, feature size ``D``, inclusive range of ``N_i``; seed: every draw.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(dim, generator=gen)
+    direction /= direction.norm()
+    fraction = torch.rand(n_bags, generator=gen) * 0.5
+    bags = []
+    for f in fraction.tolist():
+        n = int(torch.randint(n_instances[0], n_instances[1] + 1, (1,), generator=gen))
+        bag = torch.randn(n, dim, generator=gen)
+        k = round(f * n)
+        bag[torch.randperm(n, generator=gen)[:k]] += shift * direction
+        bags.append(bag)
+    rate = 0.1 * torch.exp(log_hazard_ratio * fraction)
+    time = -torch.log(torch.rand(n_bags, generator=gen).clamp_min(1e-6)) / rate
+    event = torch.ones(n_bags, dtype=torch.long)
+    cut = torch.randperm(n_bags, generator=gen)[: round(censored * n_bags)]
+    event[cut] = 0
+    time[cut] = time[cut] * torch.rand(len(cut), generator=gen).clamp_min(0.05)
+    target = 10 * fraction + noise * torch.randn(n_bags, generator=gen)
+    return PlantedOutcomes(bags=bags, fraction=fraction, time=time, event=event, target=target)

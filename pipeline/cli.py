@@ -1,7 +1,10 @@
 """The ``slidemil`` command line: one sub-command per stage.
 
-Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``DEFAULTS`` (its
-``params.yaml`` section), optionally ``add_arguments(parser)``, and ``run(params, args) -> int``.
+Each stage lives in ``pipeline/stages/<name>.py`` and provides ``HELP`` (one line), ``SECTION`` (the
+pydantic model of its ``params.yaml`` section, a :class:`slidemil.core.params.Section`; none for a stage
+without a section), optionally ``add_arguments(parser)``, and
+``run(params, args) -> int``. ``--help`` lists the section's keys, defaults and descriptions (a stage
+whose section holds plug-in options gives its rows with ``help_rows()``).
 A stage that can run outside a project folder sets ``NEEDS_PARAMS = False``.
 Stage modules keep heavy imports (torch, mlflow, …) inside ``run`` so ``--help`` stays fast.
 """
@@ -14,10 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from slidemil.core.errors import SlidemilError
-from slidemil.core.params import load_params, stage_params
+from slidemil.core.params import load_params, read_section, section_defaults
+from slidemil.pipeline.cohort_columns import check_cohort_columns
 
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
@@ -28,6 +30,8 @@ STAGES = {
     "probe": "slidemil.pipeline.stages.probe",
     "zeroshot": "slidemil.pipeline.stages.zeroshot",
     "report": "slidemil.pipeline.stages.report",
+    "deploy": "slidemil.pipeline.stages.deploy",
+    "heatmap": "slidemil.pipeline.stages.heatmap",
 }
 
 log = logging.getLogger("slidemil")
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Whole-slide image pipeline: tile → extract → split → train / probe / zeroshot → report. "
         "Run from the project folder; every stage reads params.yaml there.",
     )
-    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True, parser_class=_StageParser)
     common = _common_options()
     for name, module_name in STAGES.items():
         module = importlib.import_module(module_name)
@@ -63,32 +67,65 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=module.HELP, description=module.__doc__, parents=[common],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        stage_parser.params_help = (name, module)
         if hasattr(module, "add_arguments"):
             module.add_arguments(stage_parser)
         stage_parser.set_defaults(_module=module)
     return parser
 
 
+class _StageParser(argparse.ArgumentParser):
+    """A stage's parser; its params section is listed below the options, built only when help is shown
+    (listing the probes' options imports scikit-learn)."""
+
+    params_help: tuple[str, object] | None = None
+
+    def format_help(self) -> str:
+        if self.params_help is not None and self.epilog is None:
+            self.epilog = _params_help(*self.params_help)
+        return super().format_help()
+
+
+def _params_help(name: str, module) -> str | None:
+    """The stage's params keys with defaults (and descriptions, for a pydantic section), for ``--help``."""
+    section = getattr(module, "SECTION", None)
+    if hasattr(module, "help_rows"):  # a section with plug-in options (probe.probe_kwargs.<probe>.*)
+        rows = module.help_rows()
+    elif section is not None:
+        rows = section_defaults(section)
+    else:
+        return None
+    lines = [f"params.yaml `{name}:` keys (defaults; change one with --set {name}.KEY=VALUE):"]
+    for key, default, text in rows:
+        lines.append(f"  {key} = {default!r}" + (f"\n      {text}" if text else ""))
+    return "\n".join(lines)
+
+
 def validate_sections(params: dict) -> None:
-    """Check every section of the params (unknown or misspelled keys, wrong types) before any stage works.
+    """Check every section of the params (unknown or misspelled keys, wrong types, values out of range)
+    before any stage works.
 
-    A stage validates its own section again with its extra rules; this catches a typo in a later
-    stage's section before an earlier, long stage runs. Raises ParamsError.
+    A stage reads its own section again; this catches a typo in a later stage's section before an earlier,
+    long stage runs. Raises ParamsError.
     """
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
-    from slidemil.splits.task import TASK_DEFAULTS
+    from slidemil.pipeline.tracking import MlflowSection
+    from slidemil.splits.task import TaskSection
 
-    sections = {"task": TASK_DEFAULTS, "mlflow": MLFLOW_DEFAULTS}
+    models = {"task": TaskSection, "mlflow": MlflowSection}
     for name, module_name in STAGES.items():
-        defaults = getattr(importlib.import_module(module_name), "DEFAULTS", None)
-        if defaults:
-            sections[name] = defaults
-    for section, defaults in sections.items():
-        stage_params(params, section, defaults)
+        module = importlib.import_module(module_name)
+        if getattr(module, "SECTION", None) is not None:
+            models[name] = module.SECTION
+    for name, model in models.items():
+        read_section(params, name, model)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``slidemil``; returns the process exit code (2 on a user error)."""
+    """Entry point of ``slidemil``; returns the process exit code.
+
+    2 on a user error (:class:`SlidemilError`), 130 on Ctrl-C, 1 on any other failure; each is one log
+    line, with the traceback under ``-v``.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -100,13 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         if needs_params or Path(args.params).is_file():
             params = load_params(args.params, args.overrides)
             validate_sections(params)
+            check_cohort_columns(params)  # a typo'd label column stops any stage at once
         else:
             params = {}
+        from tqdm.contrib.logging import logging_redirect_tqdm  # here: `slidemil --help` does not need it
+
         with logging_redirect_tqdm():  # log lines above the progress bars, not inside them
             return int(args._module.run(params, args) or 0)
     except SlidemilError as exc:
-        log.error("%s", exc)
+        log.error("%s", exc, exc_info=args.verbose)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; finished slides are kept; re-run to resume", exc_info=args.verbose)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback with -v
+        if args.verbose:
+            raise
+        log.error("%s failed: %s: %s (re-run with -v for the traceback)", args.stage, type(exc).__name__, exc)
+        return 1
 
 
 if __name__ == "__main__":

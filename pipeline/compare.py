@@ -168,3 +168,56 @@ def holm_adjust(p_values: np.ndarray) -> np.ndarray:
     steps = np.maximum.accumulate((m - np.arange(m)) * p[order])  # (m,), monotone in rank
     adjusted[order] = np.minimum(steps, 1.0)
     return adjusted
+
+
+def paired_bootstrap_metric(
+    score,
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    folds: np.ndarray,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> PairedComparison:
+    """Paired, fold-stratified bootstrap of the mean per-fold difference A − B of a metric that ``score`` computes
+    for many resamples at once (survival: Harrell's C-index; regression: Pearson r).
+
+    Args:
+        score: ``score(y_fold, pred_fold, weights [B, n_fold]) -> [B]`` with ``weights`` the subjects' counts in
+            each resample (a row of ones = the fold itself), e.g.
+            :func:`slidemil.pipeline.kinds.survival_metrics.harrell_c_resampled` on ``(time, event)``;
+        y: targets ``[n]`` or ``[n, 2]``; pred_a, pred_b: ``[n]``; folds: stratum of each subject ``[n]``.
+
+    Returns:
+        :class:`PairedComparison` (its ``auroc_*`` fields hold the metric); folds where the metric is undefined
+        are left out.
+
+    Raises:
+        ValueError: shapes disagree or the metric is undefined in every fold.
+    """
+    pred_a, pred_b, folds = np.asarray(pred_a, float), np.asarray(pred_b, float), np.asarray(folds)
+    if not (pred_a.shape == pred_b.shape == folds.shape == (len(y),)):
+        raise ValueError(f"shapes disagree: y {np.shape(y)}, A {pred_a.shape}, B {pred_b.shape}, folds {folds.shape}")
+    rng = np.random.default_rng(seed)
+    point_a, point_b, reps_a, reps_b = [], [], [], []
+    for fold in np.unique(folds):
+        members = np.flatnonzero(folds == fold)
+        ones = np.ones((1, len(members)))
+        a, b = score(y[members], pred_a[members], ones)[0], score(y[members], pred_b[members], ones)[0]
+        if not (np.isfinite(a) and np.isfinite(b)):
+            continue
+        idx = rng.integers(0, len(members), (n_boot, len(members)))
+        counts = np.stack([np.bincount(row, minlength=len(members)) for row in idx]).astype(float)
+        point_a.append(a)
+        point_b.append(b)
+        reps_a.append(score(y[members], pred_a[members], counts))
+        reps_b.append(score(y[members], pred_b[members], counts))
+    if not point_a:
+        raise ValueError("the metric is undefined in every fold")
+    diffs = np.nanmean(reps_a, axis=0) - np.nanmean(reps_b, axis=0)
+    low, high, p_value = percentile_interval_and_p(diffs[np.isfinite(diffs)], level)
+    value_a, value_b = float(np.mean(point_a)), float(np.mean(point_b))
+    return PairedComparison(auroc_a=value_a, auroc_b=value_b, auroc_diff=value_a - value_b, ci_low=float(low),
+                            ci_high=float(high), p_value=float(p_value), n_slides=len(y), n_folds=len(point_a),
+                            n_boot=n_boot)

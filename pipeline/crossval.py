@@ -25,7 +25,7 @@ import pandas as pd
 from slidemil.core.errors import SlidemilError
 from slidemil.pipeline.data import MethodData
 from slidemil.pipeline.evaluation import output_paths
-from slidemil.pipeline.task_kinds import TaskKind
+from slidemil.pipeline.task_kinds import Bootstrap, TaskKind
 from slidemil.pipeline.tracking import Run
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,15 @@ class Tracking:
         experiment: MLflow experiment name; tracking_uri: store (empty → default, see
         :func:`slidemil.pipeline.tracking.tracking_uri`); params: the method's own params, logged on the
         parent and on each fold run (nested, flattened); shown: ``{flattened key: label}`` of the params the
-        parent run's name shows (:func:`slidemil.pipeline.tracking.run_label`).
+        parent run's name shows (:func:`slidemil.pipeline.tracking.run_label`); max_model_mb: larger fold
+        models are not logged to MLflow (``mlflow.max_model_mb``).
     """
 
     experiment: str
     tracking_uri: str
     params: Mapping[str, Any]
     shown: Mapping[str, str] = field(default_factory=dict)
+    max_model_mb: float = 200
 
 
 def cross_validate(
@@ -87,8 +89,7 @@ def cross_validate(
     *,
     kind: TaskKind,
     tracking: Tracking,
-    n_bootstrap: int,
-    seed: int,
+    bootstrap: Bootstrap,
     fold_figures: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``method`` on every fold of ``data.splits``; write ``metrics|predictions|plots/<stage>@<method>``.
@@ -97,8 +98,8 @@ def cross_validate(
         stage, method: e.g. ``train``, ``abmil`` → files and parent run ``train@abmil``.
         data: splits + feature store (leakage-checked); fold_fn: trains/fits and predicts one fold.
         kind: scores folds and writes the files (:mod:`slidemil.pipeline.task_kinds`).
-        tracking: experiment, store and parent params; n_bootstrap, seed: bootstrap intervals of the pooled
-        out-of-fold predictions (0: none); fold_figures: also log each fold's figures on its child run.
+        tracking: experiment, store and parent params; bootstrap: intervals over slides of the pooled
+        out-of-fold predictions; fold_figures: also log each fold's figures on its child run.
 
     Returns:
         the flat summary (``test/<metric>_mean|_std|_ci_low|_ci_high``, …) written to
@@ -119,7 +120,8 @@ def cross_validate(
     records: list[dict[str, Any]] = []
     headline = headline_keys(kind)
     with parent_run(stage, method, tracking.params, data.tags, tracking.experiment, tracking.tracking_uri,
-                    run_name=run_label(method, tracking.params, tracking.shown)) as parent:
+                    run_name=run_label(method, tracking.params, tracking.shown),
+                    max_model_mb=tracking.max_model_mb) as parent:
         parent.set_experiment_tags(runs_view([key for key in headline if not key.endswith("_std")]))
         parent.log_datasets(data.inputs)
         for fold in data.splits["folds"]:
@@ -150,7 +152,7 @@ def cross_validate(
                                                  result.outputs, k, repeat))
             records.append({**record, "status": "ok", **result.chosen, **metrics, **result.info})
         predictions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        summary = kind.finish(stage, method, predictions, records, n_bootstrap, seed)
+        summary = kind.finish(stage, method, predictions, records, bootstrap)
         parent.log_metrics({key: value for key, value in summary.items() if key in headline})
         paths = output_paths(stage, method)
         parent.log_artifact(paths["details"])
@@ -161,7 +163,8 @@ def cross_validate(
                 parent.log_figure(fig, path)
         wall = time.perf_counter() - start
         parent.log_metrics({"tracking/seconds": parent.seconds, "tracking/fraction_of_wall": parent.seconds / wall})
-    log.info("%s: %s; %.1f s, MLflow %.1f%%", title, kind.headline(summary), wall, 100 * parent.seconds / wall)
+    log.info("%s: %s; %.1f s wall time, of which MLflow took %.1f%% (creating runs, logging metrics, figures and "
+             "models)", title, kind.headline(summary), wall, 100 * parent.seconds / wall)
     return summary
 
 
@@ -177,10 +180,13 @@ def tracking_for(params: Mapping[str, Any], data: MethodData, logged: Mapping[st
     """The :class:`Tracking` of a stage: experiment and store from ``params``' ``mlflow`` section (experiment
     empty → :func:`~slidemil.pipeline.tracking.experiment_name` of the task), params = ``task`` section +
     ``logged`` (only the method's own: no list of the other heads or probes); ``shown``: see :class:`Tracking`."""
-    from slidemil.core.params import stage_params
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS, experiment_name
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.tracking import MlflowSection, experiment_name
 
-    section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    return Tracking(experiment=experiment_name(section["experiment"], data.splits["label"], data.classes),
-                    tracking_uri=section["tracking_uri"], params={"task": params.get("task") or {}, **logged},
-                    shown=dict(shown or {}))
+    section = read_section(params, "mlflow", MlflowSection)
+    task = data.splits.get("task") or {}
+    name = experiment_name(section.experiment, data.splits["label"], data.classes, task.get("type", "classification"),
+                           task.get("time", ""), task.get("event", ""))
+    return Tracking(experiment=name,
+                    tracking_uri=section.tracking_uri, params={"task": params.get("task") or {}, **logged},
+                    shown=dict(shown or {}), max_model_mb=section.max_model_mb)

@@ -15,6 +15,7 @@ Every evaluated method (``train@<head>``, ``probe@<kind>``, ``zeroshot``) ends w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,25 +84,36 @@ def pooled_by_slide(predictions: pd.DataFrame, classes: Sequence[str]) -> tuple[
     return grouped["y_true"].first().to_numpy(dtype=int), grouped[cols].mean().to_numpy(dtype=float)
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a classification method's predictions are scored.
+
+    Attributes:
+        classes: class names in index order; ordered: ordinal classes (adds quadratic kappa);
+        n_bootstrap: resamples over slides of the pooled out-of-fold predictions for the 95% intervals (0: none);
+        seed: seed of the resampling.
+    """
+
+    classes: tuple[str, ...]
+    ordered: bool = False
+    n_bootstrap: int = 1000
+    seed: int = 0
+
+
 def summarize_method(
-    predictions: pd.DataFrame,
-    classes: Sequence[str],
-    fold_metrics: Sequence[dict[str, Any]],
-    ordered: bool = False,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    predictions: pd.DataFrame, fold_metrics: Sequence[dict[str, Any]], scoring: Scoring
 ) -> dict[str, float]:
     """Flat summary: mean ± std over usable folds for each split in ``fold_metrics`` (keys ``<split>/<metric>``)
     and, for ``test``, 95% bootstrap intervals over slides of the pooled out-of-fold predictions.
 
-    Folds whose ``status`` is not ``ok`` are left out; ``n_bootstrap = 0`` skips the intervals.
+    Folds whose ``status`` is not ``ok`` are left out; ``scoring.n_bootstrap = 0`` skips the intervals.
     """
     usable = [m for m in fold_metrics if m.get("status", "ok") == "ok"]
     splits = sorted({k.split("/", 1)[0] for m in usable for k in m if "/" in k})
     ci = None
-    if n_bootstrap > 0 and len(predictions):
-        y, proba = pooled_by_slide(predictions, classes)
-        ci = bootstrap_ci(y, proba, n_boot=n_bootstrap, seed=seed, ordered=ordered)
+    if scoring.n_bootstrap > 0 and len(predictions):
+        y, proba = pooled_by_slide(predictions, scoring.classes)
+        ci = bootstrap_ci(y, proba, n_boot=scoring.n_bootstrap, seed=scoring.seed, ordered=scoring.ordered)
     summary: dict[str, float] = {}
     for split in splits or ["test"]:
         summary.update(summarize_folds(_numeric(usable, split), split=split, ci=ci if split == "test" else None))
@@ -149,11 +161,8 @@ def finish_method(
     stage: str,
     name: str,
     predictions: pd.DataFrame,
-    classes: Sequence[str],
     fold_metrics: Sequence[dict[str, Any]],
-    ordered: bool = False,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
+    scoring: Scoring,
     root: str | Path = ".",
     headline: Sequence[str] = ("auroc", "balanced_accuracy"),
 ) -> dict[str, float]:
@@ -162,10 +171,9 @@ def finish_method(
     Args:
         stage, name: e.g. ``train``, ``abmil`` → files named ``train@abmil``.
         predictions: test predictions of all usable folds (:func:`predictions_table`, concatenated).
-        classes: class names in index order.
         fold_metrics: one dict per fold (usable or not): ``fold``, ``repeat``, ``status`` (``ok`` or
             ``failed``), optional ``reason``, and ``<split>/<metric>`` values; stored as ``folds``.
-        ordered, n_bootstrap, seed: see :func:`summarize_method`.
+        scoring: classes, ordinal or not, bootstrap (:class:`Scoring`).
         root: folder the ``metrics/``, ``predictions/``, ``plots/`` paths are relative to.
         headline: metrics of the DVC metrics JSON (:func:`headline_numbers`).
 
@@ -173,7 +181,8 @@ def finish_method(
     ``test/n_usable_folds`` and ``n_failed_folds``.
     """
     paths = output_paths(stage, name, root)
-    summary = summarize_method(predictions, classes, fold_metrics, ordered, n_bootstrap, seed)
+    summary = summarize_method(predictions, fold_metrics, scoring)
+    classes = scoring.classes
     if len(predictions):
         y, proba = pooled_by_slide(predictions, classes)
         roc = roc_table(y, proba, classes)

@@ -14,10 +14,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slidemil.pipeline.compare import holm_adjust, paired_bootstrap_auroc
+from slidemil.pipeline.compare import holm_adjust, paired_bootstrap_auroc, paired_bootstrap_metric
 
 REPORT_METRICS = ("auroc", "balanced_accuracy", "f1_weighted", "kappa", "brier", "ece")
+#: metrics shown per task kind; the first is the primary one (best method, paired comparison)
+KIND_METRICS = {
+    "classification": REPORT_METRICS,
+    "survival": ("c_index", "c_index_uno", "td_auc"),
+    "regression": ("pearson_r", "spearman_rho", "r2", "mae"),
+}
 METRIC_TITLES = {
+    "c_index": "C-index (Harrell) ↑",
+    "c_index_uno": "C-index (Uno) ↑",
+    "td_auc": "time-dependent AUC ↑",
+    "pearson_r": "Pearson r ↑",
+    "spearman_rho": "Spearman ρ ↑",
+    "r2": "R² ↑",
+    "mae": "MAE ↓",
     "auroc": "AUROC ↑",
     "balanced_accuracy": "balanced accuracy ↑",
     "f1_weighted": "weighted F1 ↑",
@@ -32,7 +45,7 @@ SYNTHETIC_BANNER = (
 )
 
 
-#: weights_sha256 prefixes of made-up weights: SPEC §6 synthetic CONCH, random test encoders
+#: weights_sha256 prefixes of made-up weights: docs/conch.md §6 synthetic CONCH, random test encoders
 PLACEHOLDER_WEIGHTS = ("synthetic", "random")
 
 
@@ -67,20 +80,30 @@ def select_methods(found: Iterable[str], configured: Sequence[str]) -> tuple[lis
     return included, sorted(found - set(configured)), missing
 
 
-def summary_table(summaries: Mapping[str, Mapping[str, Any]], split: str = "test") -> pd.DataFrame:
+def kind_of(summary: Mapping[str, Any]) -> str:
+    """The task kind a metrics summary comes from (by its primary metric's key)."""
+    for kind in ("survival", "regression"):
+        if f"test/{KIND_METRICS[kind][0]}_mean" in summary:
+            return kind
+    return "classification"
+
+
+def summary_table(summaries: Mapping[str, Mapping[str, Any]], split: str = "test",
+                  metrics: Sequence[str] = REPORT_METRICS) -> pd.DataFrame:
     """One row per method with ``<metric>_mean|_std|_ci_low|_ci_high`` and ``n_usable_folds`` (NaN if absent).
 
     Args:
         summaries: ``{method: contents of metrics/<method>.json}`` (flat ``<split>/<metric>_…`` keys).
+        metrics: the kind's metrics (:data:`KIND_METRICS`); the first orders the table.
 
     Returns:
-        DataFrame indexed by method, sorted by mean AUROC (best first, NaN last), then by name.
+        DataFrame indexed by method, sorted by the mean of ``metrics[0]`` (best first, NaN last), then by name.
     """
     rows = {}
     for method, summary in summaries.items():
         row = {
             f"{m}_{s}": _number(summary.get(f"{split}/{m}_{s}"))
-            for m in REPORT_METRICS
+            for m in metrics
             for s in ("mean", "std", "ci_low", "ci_high")
         }
         row["n_usable_folds"] = _number(summary.get(f"{split}/n_usable_folds"))
@@ -90,13 +113,13 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], split: str = "test
     if table.empty:
         return table
     table.index.name = "method"
-    order = sorted(rows, key=lambda m: (-np.nan_to_num(table.loc[m, "auroc_mean"], nan=-np.inf), m))
+    order = sorted(rows, key=lambda m: (-np.nan_to_num(table.loc[m, f"{metrics[0]}_mean"], nan=-np.inf), m))
     return table.loc[order]
 
 
-def best_method(table: pd.DataFrame) -> str | None:
-    """The method with the highest mean test AUROC (ties → alphabetical), ``None`` if no AUROC is finite."""
-    if table.empty or not np.isfinite(table["auroc_mean"].to_numpy(dtype=float)).any():
+def best_method(table: pd.DataFrame, primary: str = "auroc") -> str | None:
+    """The method with the highest mean test ``primary`` metric (ties → alphabetical), ``None`` if none is finite."""
+    if table.empty or not np.isfinite(table[f"{primary}_mean"].to_numpy(dtype=float)).any():
         return None
     return str(table.index[0])
 
@@ -158,6 +181,49 @@ def compare_to_best(
     return frame
 
 
+def compare_targets_to_best(predictions: Mapping[str, pd.DataFrame], best: str, kind: str, n_boot: int,
+                            seed: int) -> pd.DataFrame:
+    """Survival / regression: pair every other method with ``best`` on the test predictions both made: the mean
+    per-fold difference of Harrell's C-index (survival) or Pearson r (regression) with a fold-stratified paired
+    bootstrap (:func:`pipeline.compare.paired_bootstrap_metric`). Columns as :func:`compare_to_best`, named by
+    the metric (``c_index``, ``c_index_best``, ``c_index_diff``, …)."""
+    from slidemil.pipeline.kinds.regression_metrics import pearson_r_resampled
+    from slidemil.pipeline.kinds.survival_metrics import harrell_c_resampled
+
+    primary = KIND_METRICS[kind][0]
+    truth, value = (["time", "event"], "risk") if kind == "survival" else (["target"], "prediction")
+
+    def score(y, pred, weights):
+        if kind == "survival":
+            return harrell_c_resampled(y[:, 0], y[:, 1], pred, weights)
+        return pearson_r_resampled(y[:, 0], pred, weights)
+
+    keys = ["slide_id", "fold", "repeat"]
+    rows: dict[str, dict[str, Any]] = {}
+    for method, table in predictions.items():
+        if method == best:
+            continue
+        joined = predictions[best][keys + truth + [value]].merge(table[keys + [value]], on=keys,
+                                                                 suffixes=("_best", ""))
+        if joined.empty:
+            rows[method] = {"note": f"no test slide shared with {best}"}
+            continue
+        strata = (joined["repeat"].astype(str) + ":" + joined["fold"].astype(str)).to_numpy()
+        try:
+            out = paired_bootstrap_metric(score, joined[truth].to_numpy(float), joined[value].to_numpy(float),
+                                          joined[f"{value}_best"].to_numpy(float), strata, n_boot, seed).as_dict()
+        except ValueError as exc:
+            rows[method] = {"note": str(exc)}
+            continue
+        rows[method] = {primary: out["auroc_a"], f"{primary}_best": out["auroc_b"], f"{primary}_diff": out["auroc_diff"],
+                        **{k: out[k] for k in ("ci_low", "ci_high", "p_value", "n_slides", "n_folds")}}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "method"
+    if "p_value" in frame:
+        frame["p_holm"] = holm_adjust(frame["p_value"].to_numpy(float))
+    return frame
+
+
 def render_markdown(
     table: pd.DataFrame,
     comparison: pd.DataFrame,
@@ -168,10 +234,15 @@ def render_markdown(
     n_boot: int,
     ignored: Sequence[str] = (),
     missing: Sequence[str] = (),
+    kind: str = "classification",
 ) -> str:
     """The report ``reports/summary.md``: banner (``synthetic``: {store: weights} of made-up weights),
     method table, paired comparison; ``ignored`` (metrics files of methods not in the current params) and
-    ``missing`` (methods the params name without a metrics file) are listed by name."""
+    ``missing`` (methods the params name without a metrics file) are listed by name; ``kind`` picks the metrics
+    (:data:`KIND_METRICS`, the first is the primary one)."""
+    metrics = KIND_METRICS[kind]
+    p = metrics[0]
+    name_of = {"auroc": "AUROC", "c_index": "C-index", "pearson_r": "Pearson r"}[p]
     lines: list[str] = []
     if synthetic:
         stores = ", ".join(f"`{store}` ({w})" for store, w in sorted(synthetic.items()))
@@ -180,7 +251,7 @@ def render_markdown(
     if not table.empty:
         lines += [
             f"Test-set metrics over the cross-validation folds, {len(table)} method(s) of the current params; "
-            f"best by mean test AUROC: **{best or 'n/a'}**.",
+            f"best by mean test {name_of}: **{best or 'n/a'}**.",
             "",
             "Each cell is `fold mean ± fold SD [pooled 95% CI]`: mean and standard deviation of the metric over "
             "the usable test folds, then in brackets a 95% bootstrap interval (over slides) of the metric "
@@ -188,12 +259,12 @@ def render_markdown(
             "so the bracket is not an interval for the fold mean and need not contain it. "
             "Folds: usable / total test folds.",
             "",
-            "| method | " + " | ".join(f"{METRIC_TITLES[m]} mean ± SD [pooled CI]" for m in REPORT_METRICS)
+            "| method | " + " | ".join(f"{METRIC_TITLES[m]} mean ± SD [pooled CI]" for m in metrics)
             + " | usable/total folds |",
-            "|---|" + "---|" * (len(REPORT_METRICS) + 1),
+            "|---|" + "---|" * (len(metrics) + 1),
         ]
         for method, row in table.iterrows():
-            cells = [_cell(row, m) for m in REPORT_METRICS]
+            cells = [_cell(row, m) for m in metrics]
             name = f"**{method}**" if method == best else str(method)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_int(row['n_usable_folds'])}/{_int(row['n_folds'])} |")
         lines.append("")
@@ -210,15 +281,15 @@ def render_markdown(
         lines += [
             f"## Paired comparison with {best}",
             "",
-            f"Δ AUROC = mean per-fold test AUROC of the method − that of {best}, on the test slides both scored. "
-            f"95% CI of Δ and two-sided p (H0: Δ = 0) from a paired bootstrap over slides ({n_boot} replicates, "
-            "stratified by fold and class); replicates with Δ exactly 0 (identical slide rankings) count half "
+            f"Δ {name_of} = mean per-fold test {name_of} of the method − that of {best}, on the test slides both "
+            f"scored. 95% CI of Δ and two-sided p (H0: Δ = 0) from a paired bootstrap over slides ({n_boot} "
+            f"replicates, stratified by fold{' and class' if p == 'auroc' else ''}); replicates with Δ exactly 0 (identical slide rankings) count half "
             "on each side, so an interval ending at 0 can go with a large p. "
             f"**Caution:** {best} was chosen as best on these same test folds, so its lead is optimistic "
             "(selection bias), and the p-values are per comparison, not corrected for multiple comparisons; "
             "p (Holm) is Holm-adjusted over the methods listed here.",
             "",
-            "| method | AUROC | AUROC of best | Δ AUROC | 95% CI of Δ | p | p (Holm) | slides | folds |",
+            f"| method | {name_of} | {name_of} of best | Δ {name_of} | 95% CI of Δ | p | p (Holm) | slides | folds |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for method, row in comparison.iterrows():
@@ -227,7 +298,7 @@ def render_markdown(
                 lines.append(f"| {method} | {note} |  |  |  |  |  |  |  |")
                 continue
             lines.append(
-                f"| {method} | {row['auroc']:.3f} | {row['auroc_best']:.3f} | {row['auroc_diff']:+.3f} | "
+                f"| {method} | {row[p]:.3f} | {row[f'{p}_best']:.3f} | {row[f'{p}_diff']:+.3f} | "
                 f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {_p(row['p_value'], n_boot)} | "
                 f"{_holm(row['p_holm'], row['p_value'], n_boot)} | {_int(row['n_slides'])} | {_int(row['n_folds'])} |"
             )
@@ -244,15 +315,18 @@ def report_json(
     skipped: Mapping[str, str],
     ignored: Sequence[str] = (),
     missing: Sequence[str] = (),
+    kind: str = "classification",
 ) -> dict[str, Any]:
-    """``reports/comparison.json``: the best method and each method's paired result.
+    """``reports/comparison.json``: the best method and each method's paired result
+    (``best_test_<primary>_mean``: AUROC, C-index or Pearson r by ``kind``).
 
-    Strict JSON: an undefined number (no finite AUROC) is ``None`` (``null``), never NaN.
+    Strict JSON: an undefined number (no finite primary metric) is ``None`` (``null``), never NaN.
     """
-    best_auroc = _finite(table.loc[best, "auroc_mean"]) if best is not None else None
+    p = KIND_METRICS[kind][0]
+    best_value = _finite(table.loc[best, f"{p}_mean"]) if best is not None else None
     out: dict[str, Any] = {
         "best_method": best or "",
-        "best_test_auroc_mean": best_auroc,
+        f"best_test_{p}_mean": best_value,
         "n_methods": int(len(table)),
         "synthetic_features": bool(synthetic),
         "comparison": {},
@@ -264,7 +338,7 @@ def report_json(
         else:
             out["comparison"][method] = {
                 k: (int(row[k]) if k in ("n_slides", "n_folds") else _finite(row[k]))
-                for k in ("auroc_diff", "ci_low", "ci_high", "p_value", "p_holm", "n_slides", "n_folds")
+                for k in (f"{p}_diff", "ci_low", "ci_high", "p_value", "p_holm", "n_slides", "n_folds")
             }
     if skipped:
         out["not_run"] = dict(skipped)
@@ -275,15 +349,18 @@ def report_json(
     return out
 
 
-def report_metrics(table: pd.DataFrame, best: str | None, *, synthetic: Mapping[str, str]) -> dict[str, Any]:
+def report_metrics(table: pd.DataFrame, best: str | None, *, synthetic: Mapping[str, str],
+                   kind: str = "classification") -> dict[str, Any]:
     """``reports/metrics.json`` for ``dvc metrics show`` / ``dvc exp show``: the best method, its mean test
-    AUROC, whether the features are made up, and each method's mean test AUROC under ``auroc.<method>``
-    (one short column per method; the paired comparison is in ``reports/comparison.json``)."""
+    primary metric (AUROC, C-index or Pearson r by ``kind``), whether the features are made up, and each
+    method's mean test primary metric under ``<primary>.<method>`` (one short column per method; the paired
+    comparison is in ``reports/comparison.json``)."""
+    p = KIND_METRICS[kind][0]
     return {
         "best_method": best or "",
-        "best_auroc": _finite(table.loc[best, "auroc_mean"]) if best is not None else None,
+        f"best_{p}": _finite(table.loc[best, f"{p}_mean"]) if best is not None else None,
         "synthetic_features": bool(synthetic),
-        "auroc": {str(method): _finite(row["auroc_mean"]) for method, row in table.iterrows()},
+        p: {str(method): _finite(row[f"{p}_mean"]) for method, row in table.iterrows()},
     }
 
 

@@ -4,12 +4,13 @@ The fold loop (:func:`slidemil.pipeline.crossval.cross_validate`) is the same fo
 supplies only what differs between, say, classification and survival: per-fold metrics, the predictions
 table's columns, the files written at the end (metrics JSON, predictions, DVC plot data), the figures
 and a one-line summary for the log. A new kind is a class registered with
-``@TASK_KINDS.register("<name>")`` whose constructor takes ``(task, data)``; ``task.kind`` names it.
+``@TASK_KINDS.register("<name>")`` whose constructor takes ``(task, data)``; ``task.type`` names it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +39,7 @@ class TaskKind(Protocol):
         """One fold's test predictions (rows: slides) in the kind's layout."""
 
     def finish(self, stage: str, method: str, predictions: pd.DataFrame, folds: Sequence[Mapping[str, Any]],
-               n_bootstrap: int, seed: int, root: str | Path = ".") -> dict[str, float]:
+               bootstrap: Bootstrap, root: str | Path = ".") -> dict[str, float]:
         """Write ``metrics|predictions|plots/<stage>@<method>``; return the flat summary (``test/n_usable_folds``
         and ``n_failed_folds`` included)."""
 
@@ -53,6 +54,14 @@ class TaskKind(Protocol):
 
 
 TASK_KINDS: Registry = Registry("task kind")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Resampling of the pooled out-of-fold predictions over slides: ``n`` resamples (0: no intervals), ``seed``."""
+
+    n: int = 1000
+    seed: int = 0
 
 
 @TASK_KINDS.register("classification")
@@ -81,11 +90,11 @@ class Classification:
 
         return predictions_table(slide_ids, patient_ids, y_true, outputs, self.classes, fold, repeat)
 
-    def finish(self, stage, method, predictions, folds, n_bootstrap, seed, root=".") -> dict[str, float]:
-        from slidemil.pipeline.evaluation import finish_method
+    def finish(self, stage, method, predictions, folds, bootstrap, root=".") -> dict[str, float]:
+        from slidemil.pipeline.evaluation import Scoring, finish_method
 
-        return finish_method(stage, method, predictions, self.classes, folds, self.ordered, n_bootstrap, seed, root,
-                             self.headline_metrics)
+        scoring = Scoring(tuple(self.classes), self.ordered, bootstrap.n, bootstrap.seed)
+        return finish_method(stage, method, predictions, folds, scoring, root, self.headline_metrics)
 
     def pooled(self, predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         from slidemil.pipeline.evaluation import pooled_by_slide
@@ -107,9 +116,11 @@ class Classification:
 
 
 def create_task_kind(task: Any, data: Any) -> TaskKind:
-    """The task kind named by ``task.kind`` (default ``classification``), built for ``data``'s classes/labels.
+    """The task kind named by ``task.type`` (default ``classification``), built for ``data``'s classes/labels.
 
     Raises:
         UnknownPluginError: no kind registered under that name.
     """
-    return TASK_KINDS.get(getattr(task, "kind", "classification"))(task, data)
+    from slidemil.pipeline import kinds  # noqa: F401  (registers survival and regression)
+
+    return TASK_KINDS.get(getattr(task, "type", "classification"))(task, data)

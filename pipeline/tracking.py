@@ -12,24 +12,39 @@ seconds spent in MLflow are counted (:attr:`Run.seconds`) so the stage can repor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import Field
+
+from slidemil.core.params import Section
+from slidemil.core.provenance import file_digest  # noqa: F401 - re-exported for the stages
+from slidemil.core.provenance import value_digest as json_digest
+
 log = logging.getLogger(__name__)
 
-MLFLOW_DEFAULTS: dict[str, Any] = {
-    "experiment": "",  # experiment name; empty → what the task predicts, e.g. "label: dense vs sparse"
-    "tracking_uri": "",  # empty → env MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
-}
+
+class MlflowSection(Section):
+    """The ``mlflow:`` params section."""
+
+    experiment: str = Field("", description="experiment name; empty: what the task predicts, e.g. "
+                            "'label: dense vs sparse' (experiment_name)")
+    tracking_uri: str = Field("", description="tracking store; empty: env MLFLOW_TRACKING_URI, else "
+                              "sqlite:///<repo root>/mlflow.db")
+    max_model_mb: float = Field(200, gt=0, description="larger models are not logged to MLflow (the weights "
+                                "stay under models/)")
+
+
+#: Never copied into MLflow: feature stores are large and live under data/ (DVC tracks them).
+_FEATURE_STORE_SUFFIXES = (".zarr", ".h5", ".hdf5")
 
 _ROOT_MARKERS = ("params.yaml", "dvc.yaml")
 _BATCH_METRICS = 1000  # MLflow's log_batch limit per request
@@ -63,28 +78,19 @@ def tracking_uri(configured: str = "", root: str | os.PathLike | None = None) ->
     return f"sqlite:///{repo_root(root) / 'mlflow.db'}"
 
 
-def experiment_name(configured: str, label: str, classes: list[str] | tuple[str, ...] = ()) -> str:
-    """The task's MLflow experiment: ``configured`` (``mlflow.experiment``) if set, else what it predicts,
-    e.g. ``label: dense vs sparse`` (the label column and its classes in index order; the column alone
-    without classes)."""
+def experiment_name(configured: str, label: str, classes: list[str] | tuple[str, ...] = (),
+                    task_type: str = "classification", time: str = "", event: str = "") -> str:
+    """The task's MLflow experiment: ``configured`` (``mlflow.experiment``) if set, else what it predicts:
+    classification ``label: dense vs sparse`` (the label column and its classes in index order; the column
+    alone without classes), survival ``survival: os_months, os_status`` (time and event columns), regression
+    ``<label> (regression)``."""
     if configured:
         return configured
+    if task_type == "survival":
+        return f"survival: {time}, {event}"
+    if task_type == "regression":
+        return f"{label} (regression)"
     return f"{label}: {' vs '.join(map(str, classes))}" if classes else str(label)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def json_digest(obj: Any) -> str:
-    """SHA-256 (hex) of ``obj`` as canonical JSON (sorted keys); e.g. a store's per-slide attrs."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def git_commit(root: str | os.PathLike | None = None) -> str:
@@ -152,10 +158,12 @@ class Run:
         seconds: wall seconds spent in MLflow calls through this object (and its children).
     """
 
-    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "") -> None:
+    def __init__(self, client, run_id: str, clock: list[float], tracking: str = "",
+                 max_model_mb: float = 200) -> None:
         self.client = client
         self.run_id = run_id
         self.tracking = tracking  # the store's URI (for mlflow.pytorch.log_model)
+        self.max_model_mb = max_model_mb
         self._clock = clock  # shared by a parent and its children: [seconds]
         self._buffer: list = []
 
@@ -219,7 +227,13 @@ class Run:
         plt.close(figure)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        """Copy a local file into the run's artifacts (under ``artifact_path``)."""
+        """Copy a local file into the run's artifacts (under ``artifact_path``); a folder or a feature store
+        (``.zarr``, ``.h5``) is refused with a warning: MLflow would copy gigabytes."""
+        path = Path(path)
+        if path.is_dir() or path.suffix.lower() in _FEATURE_STORE_SUFFIXES:
+            logging.getLogger(__name__).warning("not logging %s to MLflow: folders and feature stores stay on disk",
+                                                path)
+            return
         with self._timed():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
@@ -255,7 +269,7 @@ class Run:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
     def log_model(self, model, in_dim: int, n_outputs: int, tracking: str, name: str = "model",
-                  step: int = 0, params: Mapping[str, Any] | None = None) -> str:
+                  step: int = 0, params: Mapping[str, Any] | None = None) -> str | None:
         """Log a torch model with ``mlflow.pytorch.log_model`` as the LoggedModel ``name``; returns its model ID.
 
         ``model`` maps float32 ``[B, N, D]`` to ``[B, C]``; its signature accepts any bag size (input spec
@@ -263,7 +277,15 @@ class Run:
         the run's metrics of ``step`` (e.g. the best epoch's ``train/*``, ``val/*``) to the model; pass the
         returned ID to :meth:`log_metrics` to link later ones (its test metrics). ``params`` (flattened)
         are stored on the model. Pip requirements are given, not inferred, to keep the call cheap.
+        A model above ``max_model_mb`` (parameters + buffers) is not logged (returns None): a warning says
+        so, and the weights stay where the caller saved them (``models/``).
         """
+        size_mb = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 2**20
+        if size_mb > self.max_model_mb:
+            logging.getLogger(__name__).warning(
+                "model of %.0f MB not logged to MLflow (mlflow.max_model_mb=%s); its weights stay under models/",
+                size_mb, self.max_model_mb)
+            return None
         import mlflow
         import mlflow.pytorch
         import numpy as np
@@ -306,8 +328,8 @@ class ParentRun(Run):
     """A method's parent run; :meth:`fold_run` opens its child runs."""
 
     def __init__(self, client, run_id: str, experiment_id: str, clock: list[float], tracking: str,
-                 stage: str = "", method: str = "") -> None:
-        super().__init__(client, run_id, clock, tracking)
+                 stage: str = "", method: str = "", max_model_mb: float = 200) -> None:
+        super().__init__(client, run_id, clock, tracking, max_model_mb)
         self.experiment_id = experiment_id
         self.stage, self.method = stage, method
 
@@ -324,7 +346,7 @@ class ParentRun(Run):
         with self._timed():
             info = self.client.create_run(self.experiment_id, tags=all_tags,
                                           run_name=f"{self.method} {fold_name(fold, repeat)}").info
-        child = Run(self.client, info.run_id, self._clock, self.tracking)
+        child = Run(self.client, info.run_id, self._clock, self.tracking, self.max_model_mb)
         with _terminate_on_exit(child):
             if params:
                 child.log_params(params)
@@ -371,6 +393,7 @@ def parent_run(
     tracking: str = "",
     root: str | os.PathLike | None = None,
     run_name: str = "",
+    max_model_mb: float = 200,
 ) -> Iterator[ParentRun]:
     """Open the parent run of ``<stage>@<name>`` in ``experiment`` (created with artifacts beside the DB).
 
@@ -379,7 +402,7 @@ def parent_run(
         tags: provenance (see :func:`provenance_tags`), plus ``stage`` and ``method`` added here;
         experiment: experiment name (one per task); tracking: URI (empty → :func:`tracking_uri`);
         root: repo root (default: found from cwd); run_name: shown in the UI (default ``<stage>@<name>``;
-        :func:`run_label` names a configuration).
+        :func:`run_label` names a configuration); max_model_mb: larger models are not logged (children too).
 
     MLflow creates an empty experiment "Default" with a new store; it is deleted when it holds no run
     (:func:`_drop_empty_default`), so the UI lists only the task's experiment.
@@ -387,28 +410,15 @@ def parent_run(
     An inherited ``MLFLOW_RUN_ID`` (e.g. set by a caller's own run) is dropped so runs never attach to
     it. The run ends FINISHED, or FAILED if the block raises (which re-raises).
     """
-    from mlflow import MlflowClient
-
     os.environ.pop("MLFLOW_RUN_ID", None)
     clock = [0.0]
     start = time.perf_counter()
     uri = tracking_uri(tracking, root)
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        # the tag opens the experiment in the UI's "model training" view (MLflow 3 otherwise may pick GenAI)
-        experiment_id = client.create_experiment(
-            experiment,
-            artifact_location=_artifact_location(uri, root),
-            tags={"mlflow.experimentKind": "custom_model_development"},
-        )
-    else:
-        experiment_id = found.experiment_id
-    _drop_empty_default(client)
+    client, experiment_id = open_experiment(uri, experiment, root)
     all_tags = {"stage": stage, "method": name, **{k: str(v) for k, v in tags.items()}}
     info = client.create_run(experiment_id, tags=all_tags, run_name=run_name or f"{stage}@{name}").info
     clock[0] += time.perf_counter() - start
-    run = ParentRun(client, info.run_id, experiment_id, clock, uri, stage, name)
+    run = ParentRun(client, info.run_id, experiment_id, clock, uri, stage, name, max_model_mb)
     run.log_params(params)
     with _terminate_on_exit(run):
         yield run
@@ -445,6 +455,51 @@ def _drop_empty_default(client) -> None:
             client.delete_experiment("0")
     except MlflowException as exc:  # no experiment 0 (a server store), or already deleted
         log.debug("left the Default experiment as it is: %s", exc)
+def open_experiment(uri: str, experiment: str, root: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """A client on the store at ``uri`` and the ID of ``experiment``, both created once across processes.
+
+    Parallel ``slidemil train --head X`` on a new SQLite store race twice: on creating the store's tables
+    (``table … already exists``, alembic errors) and on the experiment's unique name. A file lock beside
+    the store serialises both for local stores; for a server, a lost race on the name is answered by
+    looking the experiment up again. The empty "Default" of a new store is dropped
+    (:func:`_drop_empty_default`). Raises ``mlflow.MlflowException`` for any other store error.
+    """
+    from filelock import FileLock
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    lock_path = _store_lock_path(uri, root)
+    with FileLock(lock_path, timeout=600) if lock_path else nullcontext():
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)  # opening the store creates its schema
+        if found is None:
+            try:
+                # the tag opens the experiment in the UI's "model training" view (MLflow 3 may otherwise pick GenAI)
+                experiment_id = client.create_experiment(
+                    experiment,
+                    artifact_location=_artifact_location(uri, root),
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
+            except MlflowException:
+                found = client.get_experiment_by_name(experiment)  # another process created it meanwhile
+                if found is None:
+                    raise
+                experiment_id = found.experiment_id
+        else:
+            experiment_id = found.experiment_id
+        _drop_empty_default(client)
+    return client, experiment_id
+
+
+def _store_lock_path(uri: str, root: str | os.PathLike | None) -> Path | None:
+    """``<store>.lock`` beside a local SQLite file or file store; None for a server (it serialises itself)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return db.with_name(db.name + ".lock")
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return repo_root(root) / "mlflow.lock"
 
 
 @contextmanager

@@ -6,7 +6,8 @@ padded mini-batches with masks, formed in training from bags of similar length (
 padding), a random cap on instances per bag in training only (validation and test see whole bags),
 early stopping on a validation metric with patience and the best epoch's weights restored (AUROC ties go
 to the lower validation loss; the warm-up epochs are not candidates and do not use up patience).
-Seeded so that a CPU run repeats exactly.
+Survival and regression train through an ``objective`` (:mod:`slidemil.pipeline.kinds.objectives`) in place
+of the cross-entropy. Seeded so that a CPU run repeats exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +26,12 @@ from torch import nn
 
 from slidemil.core.errors import SlidemilError
 from slidemil.mil_models.batching import pad_bags
+from slidemil.pipeline.kinds.objectives import Objective
 from slidemil.pipeline.metrics import OneClassWarning, classification_metrics
+from slidemil.pipeline.train_config import TrainConfig
 
-MONITORS = {"val/auroc": "max", "val/loss": "min"}
+MONITORS = {"val/auroc": "max", "val/loss": "min", "val/c_index": "max"}
 TIE = 1e-12  # monitor values this close are a tie, settled by the validation loss
-CLASS_BALANCE = ("weights", "sampler", "none")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -47,60 +50,25 @@ class NonFiniteLossError(SlidemilError):
 
 @dataclass(frozen=True)
 class Bag:
-    """One slide's bag: ``features [N, D]`` float32 (CPU or device), integer ``label``."""
+    """One slide's (or patient's) bag: ``features [N, D]`` float32 (CPU or device) and its target: an integer
+    class ``label`` (classification), ``(time, event)`` (survival) or a number (regression)."""
 
     slide_id: str
     features: torch.Tensor
-    label: int
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`train_fold` (the ``train:`` params section minus I/O keys).
-
-    ``max_instances = 0`` disables the cap; ``patience = 0`` disables early stopping (counted in epochs after
-    the ``warmup_epochs``, which are never chosen as the best epoch unless training ends within them); ``bag_weight``
-    weighs the bag loss against a head's auxiliary loss (CLAM: 0.7, Lu et al., Nat. Biomed. Eng. 2021);
-    ``bucket_batches`` is the window, in batches, within which training bags are grouped by length
-    (see :func:`length_bucketed_batches`; 0 = random batches).
-    """
-
-    epochs: int = 20
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    batch_size: int = 4
-    bucket_batches: int = 50
-    max_instances: int = 4096
-    patience: int = 5
-    monitor: str = "val/auroc"
-    class_balance: str = "weights"
-    grad_clip: float = 1.0
-    seed: int = 0
-    bag_weight: float = 0.7
-    device: str = "cpu"
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {self.monitor!r}")
-        if self.class_balance not in CLASS_BALANCE:
-            raise ValueError(f"class_balance must be one of {CLASS_BALANCE}, got {self.class_balance!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if self.bucket_batches < 0:
-            raise ValueError(f"bucket_batches must be >= 0 (0 = random batches), got {self.bucket_batches}")
+    label: Any
 
 
 @dataclass
 class Predictions:
-    """Model outputs on a list of bags: ``proba [n, C]``, ``y_true [n]``, per-bag ``attention [N_i]`` (None when
-    the head returns no attention)."""
+    """Model outputs on a list of bags: ``proba [n, C]`` (with an objective: its prediction, e.g. risk and
+    survival per bin), ``y_true [n]`` (survival ``[n, 2]``), per-bag ``attention [N_i]`` (None when the head
+    returns no attention), ``raw [n, K]`` the head's outputs."""
 
     slide_ids: list[str]
     y_true: np.ndarray
     proba: np.ndarray
     attention: list[np.ndarray | None] = field(default_factory=list)
+    raw: np.ndarray | None = None
 
 
 @dataclass
@@ -132,6 +100,7 @@ def train_fold(
     n_classes: int,
     config: TrainConfig,
     callbacks: Sequence[EpochCallback] = (),
+    objective: Objective | None = None,
 ) -> FoldResult:
     """Train one fold's MIL head.
 
@@ -139,8 +108,11 @@ def train_fold(
         build_model: returns a fresh head (called after seeding, so its initial weights repeat);
             ``forward(x [B, N, D], mask [B, N], label [B]) -> {"logits", "attention", "aux_loss"}``.
         train, val: bags; ``val`` may be empty (no early stopping, the last epoch is kept).
-        n_classes: number of classes ``C``.
+        n_classes: number of classes ``C`` (with an objective: its ``n_outputs``).
         config: hyper-parameters; callbacks: called as ``callback(epoch, metrics)`` after each epoch.
+        objective: survival / regression loss (:mod:`slidemil.pipeline.kinds.objectives`); None: cross-entropy.
+            With one, the head gets no label (CLAM's and DSMIL's auxiliary losses are class-based), class
+            balancing is off, and ``monitor = val/auroc`` becomes the objective's ``monitor``.
 
     Raises:
         NonFiniteLossError: NaN/inf loss, naming the slides of that batch.
@@ -155,18 +127,21 @@ def train_fold(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = _warmup_cosine(optimizer, steps_per_epoch * config.warmup_epochs, steps_per_epoch * config.epochs)
-    labels = torch.tensor([bag.label for bag in train])
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    class_weight = None
-    if config.class_balance == "weights":
-        class_weight = torch.where(counts > 0, len(train) / (n_classes * counts.clamp(min=1)), 1.0).to(device)
-    sample_weight = (1.0 / counts.clamp(min=1))[labels] if config.class_balance == "sampler" else None
+    class_weight, sample_weight = None, None
+    if objective is None:
+        labels = torch.tensor([bag.label for bag in train])
+        counts = torch.bincount(labels, minlength=n_classes).float()
+        if config.class_balance == "weights":
+            class_weight = torch.where(counts > 0, len(train) / (n_classes * counts.clamp(min=1)), 1.0).to(device)
+        sample_weight = (1.0 / counts.clamp(min=1))[labels] if config.class_balance == "sampler" else None
     lengths = torch.tensor([bag.features.shape[0] for bag in train])  # rows a bag brings to a batch (after the cap)
     if config.max_instances > 0:
         lengths = lengths.clamp(max=config.max_instances)
 
     monitor = config.monitor
-    if monitor == "val/auroc" and len({bag.label for bag in val}) < 2:
+    if objective is not None:
+        monitor = objective.monitor if monitor == "val/auroc" else monitor
+    elif monitor == "val/auroc" and len({bag.label for bag in val}) < 2:
         monitor = "val/loss"  # AUROC undefined on a one-class validation set
     best, best_epoch, best_state, since_best = None, 0, None, 0
     history: list[dict[str, float]] = []
@@ -185,10 +160,17 @@ def train_fold(
             x, mask = pad_bags([_cap(bag.features, config.max_instances, generator) for bag in batch])
             n_real = int(mask.sum())
             real, padded = real + n_real, padded + mask.numel() - n_real
-            y = torch.tensor([bag.label for bag in batch], device=device)
+            if objective is None:
+                y = torch.tensor([bag.label for bag in batch], device=device)
+            else:
+                y = objective.target_tensor([bag.label for bag in batch]).to(device)
             with _autocast(device, config.amp):
-                out = model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True), label=y)
-            loss = nn.functional.cross_entropy(out["logits"].float(), y, weight=class_weight)
+                out = model(x.to(device, non_blocking=True), mask.to(device, non_blocking=True),
+                            label=y if objective is None else None)
+            if objective is None:
+                loss = nn.functional.cross_entropy(out["logits"].float(), y, weight=class_weight)
+            else:
+                loss = objective.loss(out["logits"].float(), y)
             if out.get("aux_loss") is not None:
                 loss = config.bag_weight * loss + (1.0 - config.bag_weight) * out["aux_loss"].float()
             if not torch.isfinite(loss):
@@ -205,7 +187,8 @@ def train_fold(
         metrics = {"epoch": epoch, "train/loss": total / seen, "train/lr": optimizer.param_groups[0]["lr"],
                    "train/padding": padded / real, "train/seconds": seconds}
         if val:
-            metrics.update(_val_metrics(predict(model, val, config.batch_size, config.device, config.amp)))
+            metrics.update(_val_metrics(predict(model, val, config.batch_size, config.device, config.amp, objective),
+                                        objective))
             if epoch == config.warmup_epochs:
                 # selection restarts after the warm-up (lr ramping up from lr/100): a warm-up epoch is
                 # kept only when training ends within the warm-up
@@ -226,8 +209,36 @@ def train_fold(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    val_pred = predict(model, val, config.batch_size, config.device, config.amp) if val else None
+    val_pred = predict(model, val, config.batch_size, config.device, config.amp, objective) if val else None
     return FoldResult(model, history, best_epoch, monitor, stopped_early, val_pred)
+
+
+class EpochProgress:
+    """An epoch callback drawing a tqdm bar over a fold's epochs with the monitored metric, e.g.
+    ``abmil fold 2: 40%|████  | 8/20 [00:12, val/auroc=0.812, train/loss=0.41]``.
+
+    Use as a context manager around :func:`train_fold` so the bar closes after early stopping too.
+    ``file``: where tqdm draws (default stderr).
+    """
+
+    def __init__(self, total_epochs: int, desc: str, monitor: str, file=None) -> None:
+        from tqdm import tqdm
+
+        self.monitor = monitor
+        # mininterval 0: an epoch takes seconds, so every epoch is drawn (tqdm would skip fast ones)
+        self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", leave=False, file=file, dynamic_ncols=True,
+                        mininterval=0)
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        shown = {k: f"{metrics[k]:.3f}" for k in (self.monitor, "train/loss") if k in metrics}
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(1)
+
+    def __enter__(self) -> EpochProgress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
 
 
 def improves(metrics: dict[str, float], best: dict[str, float] | None, monitor: str) -> bool:
@@ -289,49 +300,60 @@ class BagProbabilities(nn.Module):
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, bags: Sequence[Bag], batch_size: int = 4, device: str = "cpu", amp: bool = True
+    model: nn.Module, bags: Sequence[Bag], batch_size: int = 4, device: str = "cpu", amp: bool = True,
+    objective: Objective | None = None,
 ) -> Predictions:
-    """Class probabilities and attention of whole bags (no instance cap), in eval mode.
+    """Class probabilities (or an objective's prediction) and attention of whole bags (no instance cap), in eval mode.
 
-    Returns ``proba [n, C]`` (softmax of the logits) and one attention vector ``[N_i]`` per bag; for
-    heads with per-class attention ``[B, C, N]`` the predicted class's row is kept; None for heads that
-    return no attention.
+    Returns ``proba [n, C]`` (softmax of the logits; with ``objective``: ``objective.predict(raw)``), ``raw``
+    logits, and one attention vector ``[N_i]`` per bag; for heads with per-class attention ``[B, C, N]`` the
+    predicted class's row is kept (with an objective: the mean over rows); None for heads that return no attention.
 
     Raises:
         ValueError: non-finite outputs, naming the slides (e.g. NaN features).
     """
     model.eval()
     dev = torch.device(device)
-    probas, attentions = [], []
+    raws, attentions = [], []
     for start in range(0, len(bags), batch_size):
         batch = bags[start : start + batch_size]
         x, mask = pad_bags([bag.features for bag in batch])
         with _autocast(dev, amp):
             out = model(x.to(dev), mask.to(dev))
-        proba = out["logits"].float().softmax(-1)  # (B, C)
-        bad = (~torch.isfinite(proba).all(-1)).nonzero().flatten().tolist()
+        raw = out["logits"].float()  # (B, C)
+        bad = (~torch.isfinite(raw.softmax(-1)).all(-1)).nonzero().flatten().tolist()
         if bad:
             raise ValueError(f"non-finite outputs for slides {[batch[i].slide_id for i in bad]}; "
                              "check their features for NaN/inf")
-        probas.append(proba.cpu())
+        raws.append(raw.cpu())
         attention = out.get("attention")
         if attention is None:  # a head without attention
             attentions += [None] * len(batch)
             continue
         attention = attention.float()
-        if attention.dim() == 3:  # (B, C, N) → predicted class's row (B, N)
-            attention = attention[torch.arange(len(batch)), proba.argmax(-1)]
+        if attention.dim() == 3 and objective is not None:  # (B, K, N) → mean over the rows (B, N)
+            attention = attention.mean(1)
+        elif attention.dim() == 3:  # (B, C, N) → predicted class's row (B, N)
+            attention = attention[torch.arange(len(batch)), raw.argmax(-1)]
         for i, bag in enumerate(batch):
             attentions.append(attention[i, : bag.features.shape[0]].cpu().numpy())
+    raw = torch.cat(raws).numpy().astype(float) if raws else np.zeros((0, 0))
+    if objective is None:
+        proba = torch.cat(raws).softmax(-1).numpy().astype(float) if raws else np.zeros((0, 0))
+    else:
+        proba = objective.predict(raw)
     return Predictions(
         slide_ids=[bag.slide_id for bag in bags],
-        y_true=np.array([bag.label for bag in bags], dtype=int),
-        proba=torch.cat(probas).numpy().astype(float) if probas else np.zeros((0, 0)),
+        y_true=np.array([bag.label for bag in bags], dtype=int if objective is None else float),
+        proba=proba,
         attention=attentions,
+        raw=raw,
     )
 
 
-def _val_metrics(pred: Predictions) -> dict[str, float]:
+def _val_metrics(pred: Predictions, objective: Objective | None = None) -> dict[str, float]:
+    if objective is not None:
+        return {f"val/{k}": v for k, v in objective.val_metrics(pred.y_true, pred.raw).items()}
     proba = np.clip(pred.proba, 1e-7, 1.0)
     loss = float(-np.log(proba[np.arange(len(pred.y_true)), pred.y_true]).mean())
     with warnings.catch_warnings():

@@ -20,7 +20,7 @@ import yaml
 
 from slidemil.core.errors import ParamsError
 
-#: sha256 of the official ``conch_byte_level_bpe_uncased.json`` (SPEC.md §4.2).
+#: sha256 of the official ``conch_byte_level_bpe_uncased.json`` (docs/conch.md §4.2).
 TOKENIZER_SHA256 = "a3861e67c64d32670eb6725a8e52d7dbdd2a06646a4a3c7463052ae7110760fb"
 TOKENIZER_ENV = "CONCH_TOKENIZER"
 TOKENIZER_HELP = (

@@ -5,7 +5,11 @@ Contract (DESIGN.md + interfaces.md)::
     {schema_version, label, classes, n_folds, seed, seeds, strategy,
      folds: [{fold, repeat, train, val, test}],      # slide_id lists
      excluded: {slide_id: reason},
-     patients: {slide_id: patient_id}, labels: {slide_id: class name}}
+     patients: {slide_id: patient_id}, labels: {slide_id: class name},
+     task: {type, level, label, time, event},       # optional (absent: classification at slide level)
+     targets: {slide_id: {time, event}} | {slide_id: value}}   # survival | regression only
+
+For survival and regression, ``labels`` and ``classes`` hold the fold-assignment strata (e.g. ``event/t2``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ _REQUIRED = ("schema_version", "label", "classes", "n_folds", "seed", "strategy"
 
 
 def build_splits(label: str, classes: tuple[str, ...], seeds: tuple[int, ...], strategy: str,
-                 folds: list[dict[str, Any]], excluded: dict[str, str], slides: pd.DataFrame) -> dict[str, Any]:
-    """Assemble the splits document; ``slides`` has ``slide_id``, ``patient_id``, ``label`` of the kept slides."""
+                 folds: list[dict[str, Any]], excluded: dict[str, str], slides: pd.DataFrame,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the splits document; ``slides`` has ``slide_id``, ``patient_id``, ``label`` of the kept slides;
+    ``extra`` adds keys (``task``, ``targets``)."""
     ordered = slides.sort_values("slide_id")
-    return {
+    return {**(extra or {}),
         "schema_version": SCHEMA_VERSION,
         "label": label,
         "classes": list(classes),
@@ -98,6 +104,12 @@ def _problems(splits: Any) -> list[str]:
         for sid in fold["test"]:
             key = (fold.get("repeat", 0), sid)
             test_count[key] = test_count.get(key, 0) + 1
+    kind = (splits.get("task") or {}).get("type", "classification")
+    if kind != "classification":
+        targets = splits.get("targets") or {}
+        lacking = [s for s in labels if s not in targets]
+        if lacking:
+            problems.append(f"{kind} task: slides without a target: {lacking[:5]}")
     if splits["strategy"] == "kfold":
         repeats = {f.get("repeat", 0) for f in splits["folds"] if isinstance(f, dict)}
         off = sorted({sid for r in repeats for sid in labels if test_count.get((r, sid), 0) != 1})

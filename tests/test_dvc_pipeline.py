@@ -64,7 +64,7 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     params["report"]["n_bootstrap"] = 50
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # as in the repo: metrics, plots and reports are tracked in git, so `dvc exp show` compares them
-    (root / ".gitignore").write_text("/data/\n/models/\n/predictions/\n/mlflow.db\n/mlartifacts/\n")
+    (root / ".gitignore").write_text("/data/\n/models/\n/predictions/\n/deploy/\n/mlflow.db\n/mlartifacts/\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
@@ -79,7 +79,9 @@ def project(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_repro_runs_every_stage_then_nothing(project):
     root, env = project
     first = _run([sys.executable, "-m", "dvc", "repro"], root, env)
-    assert {"tile", "extract", "split", "train@abmil", "train@mean_mlp", "probe@linear", "zeroshot", "report"} <= _stages_run(first)
+    assert {"tile", "extract", "split", "train@abmil", "train@mean_mlp", "probe@linear", "zeroshot", "report",
+            "deploy"} <= _stages_run(first)
+    assert (root / "deploy/last.json").is_file()  # deploy.cohort is empty: a no-op
     manifest = pd.read_csv(root / "data/tiles/manifest.csv", dtype=str, keep_default_na=False)
     assert manifest.set_index("slide_id").loc["real-dicom-camelyon", "status"] == "failed"
     assert (manifest["status"] == "ok").sum() == len(manifest) - 1
@@ -155,7 +157,7 @@ def test_training_param_reruns_only_training_and_what_follows(project):
     params["train"]["epochs"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _run([sys.executable, "-m", "dvc", "repro"], root, env)
-    assert _stages_run(out) == {"train@abmil", "train@mean_mlp", "report"}
+    assert _stages_run(out) == {"train@abmil", "train@mean_mlp", "report", "deploy"}
 
 
 def test_tiling_param_reruns_tile_and_everything_after(project):

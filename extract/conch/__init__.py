@@ -1,7 +1,7 @@
-"""CONCH v1 (Lu et al., Nature Medicine 2024), written from the facts in shared/conch/SPEC.md.
+"""CONCH v1 (Lu et al., Nature Medicine 2024), written from the specification in docs/conch.md.
 
 ``ConchModel`` (encode_image / encode_text), ``tokenize`` (byte-level BPE via ``tokenizers``), checkpoint
-loading with strict key checks, and the synthetic test checkpoints of SPEC §6. Bring your own weights:
+loading with strict key checks, and the synthetic test checkpoints of docs/conch.md §6. Bring your own weights:
 they are gated and CC BY-NC-ND (https://huggingface.co/MahmoodLab/conch).
 """
 

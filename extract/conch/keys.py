@@ -1,4 +1,4 @@
-"""The CONCH v1 checkpoint key table (SPEC §2): 326 non-decoder keys, their shapes and synthetic init rules.
+"""The CONCH v1 checkpoint key table (docs/conch.md §2): 326 non-decoder keys, their shapes and synthetic init rules.
 
 The table is a list of facts (names and shapes) shipped as package data, ``state_dict_keys.tsv``.
 """

@@ -1,4 +1,4 @@
-"""CONCH v1 (``conch_ViT-B-16``) image–text model: the two encoders and the logit scale (SPEC §1, §3).
+"""CONCH v1 (``conch_ViT-B-16``) image–text model: the two encoders and the logit scale (docs/conch.md §1, §3).
 
 Lu et al., "A visual-language foundation model for computational pathology", Nature Medicine 2024.
 The multimodal decoder is not built: its weights are not in the public checkpoint.

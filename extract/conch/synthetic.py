@@ -1,4 +1,4 @@
-"""Synthetic CONCH v1 checkpoints (SPEC §6): deterministic random weights with the real key set.
+"""Synthetic CONCH v1 checkpoints (docs/conch.md §6): deterministic random weights with the real key set.
 
 Used by the tests to prove equality with the original code's outputs, and by the demo, since the real
 weights are gated. ``synthetic_state_dict(1)`` is the checkpoint behind ``expected_seed1.npz``.
@@ -40,7 +40,7 @@ def synthetic_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:
 
 
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over ``key.encode()`` then the tensor's raw bytes, for each key in dict order (SPEC §6)."""
+    """sha256 over ``key.encode()`` then the tensor's raw bytes, for each key in dict order (docs/conch.md §6)."""
     h = hashlib.sha256()
     for key, value in state_dict.items():
         h.update(key.encode())

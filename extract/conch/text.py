@@ -1,4 +1,4 @@
-"""CONCH v1 text tower (SPEC §1, §3.4): 12-layer causal transformer with a learned CLS appended at the end.
+"""CONCH v1 text tower (docs/conch.md §1, §3.4): 12-layer causal transformer with a learned CLS appended at the end.
 
 Lu et al., Nature Medicine 2024; CoCa-style unimodal text encoder (Yu et al. 2022) as laid out by open_clip.
 """

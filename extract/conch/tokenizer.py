@@ -1,4 +1,4 @@
-"""CONCH text tokenization (SPEC §4.2) with the ``tokenizers`` package: ids [B, 128], BOS … EOS, zero-padded.
+"""CONCH text tokenization (docs/conch.md §4.2) with the ``tokenizers`` package: ids [B, 128], BOS … EOS, zero-padded.
 
 The tokenizer file (``conch_byte_level_bpe_uncased.json``) is part of CONCH's CC BY-NC-ND material and is
 not shipped: pass its path or set ``CONCH_TOKENIZER``. Built on ``tokenizers`` directly because

@@ -1,4 +1,4 @@
-"""CONCH v1 vision tower: timm ViT-B/16 trunk at 448 px plus CoCa-style attentional poolers (SPEC §1, §3.1–3.2).
+"""CONCH v1 vision tower: timm ViT-B/16 trunk at 448 px plus CoCa-style attentional poolers (docs/conch.md §1, §3.1–3.2).
 
 Lu et al., "A visual-language foundation model for computational pathology", Nature Medicine 2024;
 attentional pooling from Yu et al., "CoCa: Contrastive Captioners are Image-Text Foundation Models", 2022.
@@ -27,7 +27,7 @@ class AttentionalPooler(nn.Module):
     def __init__(self, d_model: int, context_dim: int, n_queries: int, n_heads: int = POOLER_HEADS) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.randn(n_queries, d_model))
-        # kdim != d_model gives separate q/k/v projection weights, as in the checkpoint (SPEC §2).
+        # kdim != d_model gives separate q/k/v projection weights, as in the checkpoint (docs/conch.md §2).
         self.attn = nn.MultiheadAttention(
             d_model, n_heads, kdim=context_dim, vdim=context_dim, batch_first=True
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +73,7 @@ class Encoder:
     embedding: str
     features: Callable[[nn.Module, torch.Tensor], torch.Tensor] = model_forward
     load_report: dict = field(default_factory=dict)
+    stain_norm: Any = None  # extract.stain.StainNormalizer applied in prepare_batch, or None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval().requires_grad_(False)
@@ -95,7 +97,7 @@ class Encoder:
 
     def prepare_batch(self, patches: torch.Tensor) -> torch.Tensor:
         """uint8 RGB patches [B, H, W, 3] (any device) → float32 [B, 3, S, S] on the encoder's device."""
-        return prepare_batch(patches, self.preprocessing, self.device)
+        return prepare_batch(patches, self.preprocessing, self.device, self.stain_norm)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings [B, D] float32 of preprocessed patches [B, 3, S, S]; no grad, precision policy applied."""
@@ -115,6 +117,7 @@ class Encoder:
             "embed_dim": self.embed_dim,
             "weights_sha256": self.weights_sha256,
             "embedding": self.embedding,
-            "preprocess": self.preprocessing.describe(),
+            "preprocess": {**self.preprocessing.describe(),
+                           **({"stain_norm": self.stain_norm.describe()} if self.stain_norm else {})},
             "precision": self.precision,
         }

@@ -1,4 +1,5 @@
-"""Registry entries built on timm: ``uni_v1``, ``resnet50_trunc``, ``timm`` (``timm:<model>``) and ``tiny_test``.
+"""Registry entries built on timm: ``uni_v1``, ``resnet50_trunc``, ``timm`` (``timm:<model>``), ``tiny_test``
+and ``nan_test``.
 
 Weights come from a local checkpoint only (never downloaded); ``random[:seed]`` gives seeded random
 weights for tests and benchmarks (``weights_sha256 = "random:<seed>"``).
@@ -7,7 +8,7 @@ weights for tests and benchmarks (``weights_sha256 = "random:<seed>"``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import timm
@@ -17,8 +18,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from slidemil.core.errors import ParamsError
-from slidemil.extract.conch.checkpoint import CheckpointError, check_keys, file_sha256, read_state_dict
+from slidemil.core.hashing import file_sha256
 from slidemil.extract.encoders.base import Encoder, resolve_precision
+from slidemil.extract.encoders.checkpoint import CheckpointError, check_keys, read_state_dict
 from slidemil.extract.encoders.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from slidemil.extract.encoders.registry import ENCODERS
 
@@ -62,27 +64,35 @@ def load_weights(
     return model, file_sha256(checkpoint), asdict(report)
 
 
-def timm_encoder(
-    encoder_id: str,
-    make_model: Callable[[], nn.Module],
-    checkpoint: str | Path | None,
-    device: torch.device,
-    precision: str,
-    preprocessing: Preprocessing,
-    embedding: str,
-    drop_prefixes: tuple[str, ...] = (),
-) -> Encoder:
-    """Encoder around a timm model whose forward returns pooled features [B, D] (``num_classes=0``)."""
-    model, sha, report = load_weights(encoder_id, make_model, checkpoint, drop_prefixes)
+@dataclass(frozen=True)
+class TimmSpec:
+    """What a timm-based registry entry declares: its id, how to build the model (forward → pooled [B, D],
+    ``num_classes=0``), its preprocessing, a one-line description of the embedding, and the checkpoint key
+    prefixes it drops (classifier, truncated layers)."""
+
+    encoder_id: str
+    make_model: Callable[[], nn.Module]
+    preprocessing: Preprocessing
+    embedding: str
+    drop_prefixes: tuple[str, ...] = ()
+
+
+def timm_encoder(spec: TimmSpec, checkpoint: str | Path | None, device: torch.device, precision: str) -> Encoder:
+    """Encoder of ``spec`` with weights from ``checkpoint`` (see ``load_weights``) on ``device``.
+
+    Raises:
+        CheckpointError: no checkpoint, or its keys/shapes do not fit; ParamsError: precision not allowed.
+    """
+    model, sha, report = load_weights(spec.encoder_id, spec.make_model, checkpoint, spec.drop_prefixes)
     return Encoder(
-        id=encoder_id,
+        id=spec.encoder_id,
         model=model,
         embed_dim=int(model.num_features),
-        preprocessing=preprocessing,
+        preprocessing=spec.preprocessing,
         weights_sha256=sha,
         device=device,
         precision=resolve_precision(precision, device),
-        embedding=embedding,
+        embedding=spec.embedding,
         load_report=report,
     )
 
@@ -107,7 +117,7 @@ def uni_v1(checkpoint: str | Path | None, device: torch.device, precision: str) 
         )
 
     spec = Preprocessing(size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return timm_encoder("uni_v1", make, checkpoint, device, precision, spec, "CLS token, 1024-d")
+    return timm_encoder(TimmSpec("uni_v1", make, spec, "CLS token, 1024-d"), checkpoint, device, precision)
 
 
 def make_resnet50_trunc() -> nn.Module:
@@ -127,14 +137,9 @@ def resnet50_trunc(checkpoint: str | Path | None, device: torch.device, precisio
     """
     spec = Preprocessing(size=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return timm_encoder(
-        "resnet50_trunc",
-        make_resnet50_trunc,
-        checkpoint,
-        device,
-        precision,
-        spec,
-        "layer3 average-pooled, 1024-d",
-        drop_prefixes=("layer4.", "fc."),
+        TimmSpec("resnet50_trunc", make_resnet50_trunc, spec, "layer3 average-pooled, 1024-d",
+                 drop_prefixes=("layer4.", "fc.")),
+        checkpoint, device, precision,
     )
 
 
@@ -165,14 +170,8 @@ def timm_model(
     )
     classifier = (cfg.classifier if cfg and cfg.classifier else "head") + "."
     return timm_encoder(
-        f"timm-{model_name}",
-        make,
-        checkpoint,
-        device,
-        precision,
-        spec,
-        f"timm {model_name} pooled features",
-        drop_prefixes=(classifier,),
+        TimmSpec(f"timm-{model_name}", make, spec, f"timm {model_name} pooled features", drop_prefixes=(classifier,)),
+        checkpoint, device, precision,
     )
 
 
@@ -192,12 +191,24 @@ def tiny_test(checkpoint: str | Path | None, device: torch.device, precision: st
         )
 
     spec = Preprocessing(size=TINY_SIZE, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    return timm_encoder(
-        "tiny_test",
-        make,
-        checkpoint or "random:0",
-        device,
-        precision,
-        spec,
-        "TEST ONLY random tiny ViT CLS token, 64-d",
-    )
+    return timm_encoder(TimmSpec("tiny_test", make, spec, "TEST ONLY random tiny ViT CLS token, 64-d"),
+                        checkpoint or "random:0", device, precision)
+
+
+#: nan_test: mean normalised intensity above which a patch is blank glass (raw RGB mean above ~230 of 255).
+NAN_TEST_GLASS = 0.8
+
+
+@ENCODERS.register("nan_test")
+def nan_test(checkpoint: str | Path | None, device: torch.device, precision: str) -> Encoder:
+    """TEST ONLY: ``tiny_test`` whose feature row is NaN for a blank-glass patch (mean normalised intensity
+    above ``NAN_TEST_GLASS``), so tests see an encoder fail on some patches of some slides.
+    """
+    tiny = tiny_test(checkpoint, device, precision)
+
+    def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        glass = x.float().mean(dim=(1, 2, 3)) > NAN_TEST_GLASS
+        return torch.where(glass[:, None], torch.full_like(out, float("nan")), out)
+
+    return replace(tiny, id="nan_test", features=features, embedding="TEST ONLY: tiny_test, NaN on blank glass")

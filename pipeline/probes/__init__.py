@@ -1,21 +1,28 @@
-"""Probes on pooled slide embeddings: linear, kNN and prototype (SimpleShot), one registry.
+"""Probes on pooled slide embeddings: linear, kNN and prototype (SimpleShot); Cox, kNN risk, ridge, kNN
+regression; one registry.
 
-Every probe is a scikit-learn classifier (``__init__`` stores hyper-parameters, ``fit`` returns self,
-``classes_`` orders the ``predict_proba`` columns), so the stage treats them alike and a new probe only
-needs ``@PROBES.register("<name>")``. CONCH's model card names linear and kNN probing as main uses
+Every classification probe is a scikit-learn classifier (``__init__`` stores hyper-parameters, ``fit`` returns self,
+``classes_`` orders the ``predict_proba`` columns) deriving from :class:`~.registry.Probe`, which declares
+its ``probe.probe_kwargs.<name>`` options, so the stage treats them alike. Survival and regression probes
+(``cox``, ``knn_risk``, ``ridge``, ``knn_regression``) derive from :class:`~.registry.SurvivalProbe` /
+:class:`~.registry.RegressionProbe` and ``predict`` a risk or a value; each probe class names the task kinds
+it supports in ``kinds``. A new probe is one module in this package (imported here automatically) with a
+class decorated ``@PROBES.register("<name>")``. CONCH's model card names linear and kNN probing as main uses
 (Lu et al., Nature Medicine 2024).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import numpy as np
 from sklearn.base import ClassifierMixin
 
-from slidemil.pipeline.probes import knn, linear, prototype  # noqa: F401  (registers the probes)
+from slidemil.core.params import Section, read_section
 from slidemil.pipeline.probes.pooling import POOLINGS, pool_bag
-from slidemil.pipeline.probes.registry import PROBES
+from slidemil.pipeline.probes.registry import PROBES, Search
 from slidemil.pipeline.probes.tuning import fit_probe, select_on_validation
 
 __all__ = [
@@ -26,8 +33,23 @@ __all__ = [
     "list_probes",
     "pool_bag",
     "predict_proba_all",
+    "probe_from_options",
+    "probe_kinds",
+    "probe_options",
     "select_on_validation",
 ]
+
+for _module in pkgutil.iter_modules(__path__):  # every probe module registers its probe on import
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def probe_kinds(name: str) -> tuple[str, ...]:
+    """The task kinds the probe ``name`` supports (its class's ``kinds``).
+
+    Raises:
+        UnknownPluginError: unknown probe.
+    """
+    return tuple(PROBES.get(name).kinds)
 
 
 def create_probe(name: str, **kwargs: Any) -> ClassifierMixin:
@@ -37,6 +59,20 @@ def create_probe(name: str, **kwargs: Any) -> ClassifierMixin:
         UnknownPluginError (a KeyError): unknown probe name (lists the registered ones).
     """
     return PROBES.get(name)(**kwargs)
+
+
+def probe_options(name: str, kwargs: dict[str, Any] | None) -> Section:
+    """Validate ``probe.probe_kwargs.<name>`` against the probe's ``Options`` model (absent → its defaults).
+
+    Raises:
+        UnknownPluginError: unknown probe. ParamsError: naming ``probe.probe_kwargs.<name>.<key>``.
+    """
+    return read_section({name: kwargs}, name, PROBES.get(name).Options, prefix="probe.probe_kwargs.")
+
+
+def probe_from_options(name: str, options: Section) -> tuple[ClassifierMixin, Search | None]:
+    """The probe ``name`` built from its validated options, and the hyper-parameter it searches per fold (or None)."""
+    return PROBES.get(name).from_options(options)
 
 
 def list_probes() -> list[str]:

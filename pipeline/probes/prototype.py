@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import normalize
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from slidemil.pipeline.probes.registry import PROBES
+from slidemil.core.params import Section
+from slidemil.pipeline.probes.registry import PROBES, Probe
 
 
 @PROBES.register("prototype")
-class PrototypeProbe(ClassifierMixin, BaseEstimator):
+class PrototypeProbe(Probe):
     """Centre on the training mean, L2-normalise (CL2N), assign the nearest class prototype (mean).
 
     scikit-learn's ``NearestCentroid`` scales distances by the within-class standard deviation, which
@@ -21,6 +22,11 @@ class PrototypeProbe(ClassifierMixin, BaseEstimator):
     over the squared Euclidean distances ``d²`` to the prototypes: ``temperature`` changes only the
     calibration (Brier, ECE), never the ranking or the prediction. Input shape (n_samples, n_features).
     """
+
+    class Options(Section):
+        """``probe.probe_kwargs.prototype``."""
+
+        temperature: float = Field(0.1, gt=0, description="softmax(−d²/T); changes calibration only")
 
     def __init__(self, temperature: float = 0.1) -> None:
         self.temperature = temperature
@@ -48,4 +54,5 @@ class PrototypeProbe(ClassifierMixin, BaseEstimator):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class of the nearest prototype, shape (n_samples,)."""
-        return self.classes_[self._squared_distances(x).argmin(axis=1)]
+        nearest = self._squared_distances(x).argmin(axis=1)  # checks the fit first
+        return self.classes_[nearest]

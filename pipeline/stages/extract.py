@@ -30,27 +30,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from slidemil.core.errors import ParamsError, StoreError
-from slidemil.core.params import stage_params
+from slidemil.core import provenance
+from slidemil.core.errors import StoreError
+from slidemil.core.params import read_section
+from slidemil.extract.sections import ExtractSection
+from slidemil.pipeline.preflight import check_slides_unchanged, failure_verdict
 
 HELP = "tiles → patch features (CONCH by default) in data/features/<encoder>.zarr"
+SECTION = ExtractSection  # the `extract:` section of params.yaml (validated up front by the CLI)
 
-DEFAULTS: dict[str, Any] = {
-    "encoder": "conch_v1",  # registered encoder name (slidemil extract --list-encoders) or timm:<model>
-    "checkpoint": "",  # weights file; "" → env CONCH_CHECKPOINT for conch_v1, else synthetic (WARNING)
-    "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    "device": "auto",  # auto | cpu | cuda | cuda:<i>
-    "batch_size": "auto",  # patches per batch (auto: 256 on CUDA, 16 on CPU)
-    "num_workers": "auto",  # patch-reader threads (auto: cores - 1 on CUDA, 2 on CPU)
-    "scheduler": "none",  # none | local | tcp://host:8786
-    "n_workers": 2,  # dask workers of scheduler=local on CPU (on CUDA: one per GPU)
-    "dtype": "float32",  # float32 | float16 (stored features)
-    "tiles": "data/tiles",  # tiles store (output of `slidemil tile`)
-    "output": "data/features",  # folder of <encoder_id>.zarr and manifest.csv
-    "fail_if": "all_failed",  # exit code 1 when: all_failed | any_failed | never
-}
-
-FAIL_IF = ("all_failed", "any_failed", "never")
 log = logging.getLogger(__name__)
 
 
@@ -61,15 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Extract features for every slide of the tiles manifest; returns the exit code (see ``fail_if``)."""
-    section = stage_params(params, "extract", DEFAULTS)
+    section = read_section(params, "extract", ExtractSection)
     if getattr(args, "list_encoders", False):
         from slidemil.extract.encoders import list_encoders
 
         print("\n".join(list_encoders()))
         return 0
-    _validate(section)
-    if not (Path(section["tiles"]) / "manifest.csv").is_file():  # checked before the encoder's weights load
-        raise StoreError(f"no tiles at {section['tiles']}: run `slidemil tile` first")
+    stain = _stain_norm(section)
+    if not (Path(section.tiles) / "manifest.csv").is_file():  # checked before the encoder's weights load
+        raise StoreError(f"no tiles at {section.tiles}: run `slidemil tile` first")
 
     import pandas as pd
     from tqdm import tqdm
@@ -86,25 +74,30 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.extract.store import store_path as features_store_path
     from slidemil.extract.tiles import open_tiles
 
-    device = resolve_device(section["device"])
+    device = resolve_device(section.device)
     config = ExtractionConfig(
-        encoder=section["encoder"],
+        encoder=section.encoder,
         checkpoint=_checkpoint(section),
-        device=section["device"] if section["scheduler"] != "none" else device,
-        precision=section["precision"],
-        batch_size=_auto_int(section, "batch_size", default_batch_size(device)),
-        num_workers=_auto_int(section, "num_workers", default_num_workers(device)),
-        dtype=section["dtype"],
-        tiles=section["tiles"],
+        device=section.device if section.scheduler != "none" else device,
+        precision=section.precision,
+        batch_size=_auto_int(section.batch_size, default_batch_size(device)),
+        num_workers=_auto_int(section.num_workers, default_num_workers(device)),
+        dtype=section.dtype,
+        tiles=section.tiles,
         store="",
         force=bool(getattr(args, "force", False)),
+        stain_norm=stain,
     )
     # Build the encoder here once: it validates the name/weights/precision before any work and names the store.
     encoder = get_encoder(replace(config, device=device))
-    store_path = features_store_path(section["output"], encoder.id)
+    store_path = features_store_path(section.output, encoder.id)
     config = replace(config, store=str(store_path))
 
-    manifest = open_tiles(section["tiles"]).manifest()
+    tiles_manifest = Path(section.tiles) / "manifest.csv"
+    provenance.check_chain(tiles_manifest, "tile")
+    provenance.begin(Path(section.output) / "manifest.csv", "extract")  # stale until this run finishes
+    manifest = open_tiles(section.tiles).manifest()
+    check_slides_unchanged(open_tiles(section.tiles), manifest.loc[manifest["status"] == "ok", "slide_id"].tolist())
     jobs = [SlideJob(str(r.slide_id), str(r.status), "" if pd.isna(r.reason) else str(r.reason))
             for r in manifest.itertuples()]
     log.info("extract: %d slides, encoder %s (%s, weights %s) on %s, batch %d, %d reader threads → %s",
@@ -123,9 +116,13 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
             elif row["reason"].startswith("up to date"):
                 patch_bar.total = max(0, patch_bar.total - int(row.get("n_patches") or 0))
 
-        rows = run_jobs(jobs, config, section["scheduler"], section["n_workers"], on_result, patch_bar.update)
+        rows = run_jobs(jobs, config, section.scheduler, section.n_workers, on_result, patch_bar.update)
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
-    write_csv(Path(section["output"]) / "manifest.csv", frame)
+    write_csv(Path(section.output) / "manifest.csv", frame)
+    provenance.record(Path(section.output) / "manifest.csv", "extract", {
+        str(tiles_manifest): provenance.file_digest(tiles_manifest), "store": str(store_path.resolve()),
+        "encoder": f"{encoder.id}:{encoder.weights_sha256}:{config.dtype}",
+    })
 
     seconds = time.perf_counter() - t0
     counts = frame["status"].value_counts().to_dict()
@@ -137,37 +134,19 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         int(frame["reason"].fillna("").str.startswith("up to date").sum()), n_patches, seconds,
         n_patches / seconds if seconds else 0.0, store_path,
     )
-    failed = int(counts.get("failed", 0))
-    if section["fail_if"] == "any_failed" and failed:
-        return 1
-    if section["fail_if"] == "all_failed" and failed and failed == len(frame) - int(counts.get("skipped", 0)):
-        return 1
-    return 0
+    fails, verdict = failure_verdict(counts, section.fail_if, "extract.fail_if")
+    log.log(logging.ERROR if fails else logging.INFO, "extract: %s", verdict)
+    return 1 if fails else 0
 
 
-def _validate(section: dict[str, Any]) -> None:
-    if section["dtype"] not in ("float32", "float16"):
-        raise ParamsError(f"extract.dtype must be float32 or float16, got {section['dtype']!r}")
-    if section["fail_if"] not in FAIL_IF:
-        raise ParamsError(f"extract.fail_if must be one of {', '.join(FAIL_IF)}, got {section['fail_if']!r}")
-    scheduler = str(section["scheduler"])
-    if scheduler not in ("none", "local") and "://" not in scheduler:
-        raise ParamsError(f"extract.scheduler must be none, local or a scheduler address like tcp://host:8786, "
-                          f"got {scheduler!r}")
-    for key in ("batch_size", "num_workers"):
-        value = section[key]
-        if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ParamsError(f"extract.{key} must be a positive integer or auto, got {value!r}")
+def _auto_int(value: int | str, default: int) -> int:
+    return default if value == "auto" else int(value)
 
 
-def _auto_int(section: dict[str, Any], key: str, default: int) -> int:
-    return default if section[key] == "auto" else int(section[key])
-
-
-def _checkpoint(section: dict[str, Any]) -> str | None:
+def _checkpoint(section: ExtractSection) -> str | None:
     """The weights to load: the param, else env CONCH_CHECKPOINT (conch_v1), else synthetic with a WARNING."""
-    checkpoint = str(section["checkpoint"] or "")
-    if checkpoint or section["encoder"] != "conch_v1":
+    checkpoint = section.checkpoint
+    if checkpoint or section.encoder != "conch_v1":
         return checkpoint or None
     if os.environ.get("CONCH_CHECKPOINT"):
         return os.environ["CONCH_CHECKPOINT"]
@@ -178,3 +157,9 @@ def _checkpoint(section: dict[str, Any]) -> str | None:
     )
     return "synthetic:1"
 
+
+
+def _stain_norm(section: ExtractSection) -> tuple[str, str]:
+    """``extract.stain_norm`` → (method, absolute reference path or "")."""
+    stain = section.stain_norm
+    return stain.method, str(Path(stain.reference).resolve()) if stain.reference else ""

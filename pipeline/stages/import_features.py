@@ -9,7 +9,11 @@ Each file becomes one slide group (slide_id = file name without extension) with 
   same folder or in a sibling ``h5_files`` folder) or a dict with ``features`` and ``coords``.
 
 Encoder id, patch size and magnification must be known: from the files or from --encoder-id,
---patch-size, --magnification; a missing one is refused with a message naming the file. Files already
+--patch-size, --magnification; a missing one is refused with a message naming the file. Every geometry
+attribute the file gives is honoured (CLAM ``patch_level``/``downsample``, TRIDENT ``patch_size_level0``,
+``level0_magnification``, ``target_magnification``) and they must agree, else the file is refused naming
+them (see ``pipeline/import_geometry.py``). The store's ``manifest.csv`` (one row per file: ok or failed)
+is written beside it, where ``split`` expects the features manifest. Files already
 imported unchanged are not rewritten. Each file is imported on its own: a bad one (unreadable, without
 coords, …) is reported by name and the others are imported; the exit status is 1 when any file failed.
 """
@@ -20,19 +24,17 @@ import argparse
 import logging
 import pickle
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from slidemil.core.errors import ParamsError, SlidemilError, StoreError
 
 HELP = "CLAM/TRIDENT .h5/.pt features → a feature store of the slidemil contract"
 NEEDS_PARAMS = False  # runs outside a project folder too
-DEFAULTS: dict[str, Any] = {}
 ENCODER_KEYS = ("encoder_id", "encoder", "model_name", "patch_encoder")
-PATCH_SIZE_KEYS = ("patch_size_level0", "patch_size")
-MAGNIFICATION_KEYS = ("target_magnification", "magnification")
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,30 +65,36 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     h5_stems = {f.stem for f in files if f.suffix == ".h5"}
     files = [f for f in files if not (f.suffix == ".pt" and f.stem in h5_stems)]  # the .h5 already has both
     target: dict[str, Any] = {}  # the store all files go to: set by the first readable file
-    imported, failed = [], []
+    imported, failed, rows = [], [], []
     for path in tqdm(files, desc="import", unit="slide"):
         try:
-            _import_file(path, args, target)
+            n_patches = _import_file(path, args, target)
         except SlidemilError as exc:
             log.error("import-features: %s not imported: %s", path.name, exc)
             failed.append(path.name)
+            rows.append({"slide_id": path.stem, "status": "failed", "reason": str(exc), "n_patches": 0})
         else:
             imported.append(path.name)
+            rows.append({"slide_id": path.stem, "status": "ok", "reason": f"imported from {path}",
+                         "n_patches": n_patches})
     output = target["writer"].path if target else "-"
+    if target:
+        _write_manifest(Path(output), rows)
     log.info("import-features: %d of %d files imported into %s", len(imported), len(files), output)
     if failed:
         log.warning("import-features: %d failed (see the errors above): %s", len(failed), ", ".join(failed))
     return 1 if failed else 0
 
 
-def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -> None:
-    """Read one file and write its slide group (unless imported unchanged before); ``target`` holds the
-    writer and feature width D, created from the first file.
+def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -> int:
+    """Read one file and write its slide group (unless imported unchanged before); returns its number of
+    patches. ``target`` holds the writer and feature width D, created from the first file.
 
     Raises:
         StoreError, ParamsError: the file is unreadable or incomplete, or does not fit the store.
     """
-    from slidemil.extract.store import FeatureStoreWriter, inputs_digest
+    from slidemil.core.hashing import json_sha256
+    from slidemil.extract.store import FeatureStoreWriter
 
     features, coords, attrs = read_feature_file(path)
     attrs = _complete_attrs(path, attrs, args)
@@ -100,12 +108,24 @@ def _import_file(path: Path, args: argparse.Namespace, target: dict[str, Any]) -
                          f"store {writer.path} ({target['encoder_id']!r}, D={target['dim']}); import them into "
                          "another --output")
     stat = path.stat()
-    digest = inputs_digest({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
+    digest = json_sha256({"file": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
                             **{k: attrs[k] for k in ("encoder_id", "patch_size_level0", "magnification")}})
-    if writer.is_up_to_date(path.stem, digest):
-        return
-    with writer.lock(path.stem) as lock:
-        writer.write_slide(path.stem, features, coords, {**attrs, "inputs_digest": digest}, lock)
+    if not writer.is_up_to_date(path.stem, digest):
+        with writer.lock(path.stem) as lock:
+            writer.write_slide(path.stem, features, coords, {**attrs, "inputs_digest": digest}, lock)
+    return len(features)
+
+
+def _write_manifest(store: Path, rows: list[dict[str, Any]]) -> None:
+    """``manifest.csv`` beside the store (the features manifest ``split`` reads), with its provenance record."""
+    import pandas as pd
+
+    from slidemil.core import provenance
+    from slidemil.core.atomic import write_csv
+
+    manifest = store.parent / "manifest.csv"
+    write_csv(manifest, pd.DataFrame(rows, columns=["slide_id", "status", "reason", "n_patches"]))
+    provenance.record(manifest, "import-features", {"store": str(store.resolve())})
 
 
 def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -115,6 +135,8 @@ def read_feature_file(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
         StoreError: the file cannot be read (not HDF5/PyTorch, damaged), has no features/coords, or their
             row counts differ.
     """
+    import numpy as np
+
     if path.suffix == ".h5":
         features, coords, attrs = _read_h5(path)
     else:
@@ -153,6 +175,7 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 
 def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    import numpy as np
     import torch
 
     try:
@@ -175,11 +198,15 @@ def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 
 def _complete_attrs(path: Path, attrs: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from slidemil.pipeline.import_geometry import GeometryError, level0_geometry
+
     encoder_id = args.encoder_id or _first(attrs, ENCODER_KEYS)
-    patch_size = args.patch_size or _first(attrs, PATCH_SIZE_KEYS)
-    magnification = args.magnification or _first(attrs, MAGNIFICATION_KEYS)
-    missing = [name for name, value in (("--encoder-id", encoder_id), ("--patch-size", patch_size),
-                                        ("--magnification", magnification)) if value in (None, "")]
+    try:
+        patch_size, magnification = level0_geometry(attrs, args.patch_size, args.magnification)
+    except GeometryError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    missing = [name for name, value in (("--encoder-id", encoder_id), ("--magnification", magnification))
+               if value in (None, "")]
     if missing:
         raise ParamsError(f"{path}: the file does not say its {', '.join(m.lstrip('-') for m in missing)}; "
                           f"pass {' '.join(missing)}")
@@ -196,6 +223,8 @@ def _first(attrs: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if isinstance(value, np.generic):

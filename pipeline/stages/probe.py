@@ -2,10 +2,15 @@
 
 Each slide's stored patch features are pooled into one embedding (probe.pooling: mean | max | mean+max);
 a tile/ROI dataset is a cohort of 1-patch bags and needs nothing else. Per fold, each probe is fitted on
-the training slides (the linear probe's C chosen on the validation slides from probe.c_grid by
-log-loss) and scored on the test slides. Writes, per probe, metrics/probe@<name>.json (headline numbers),
-predictions/probe@<name>.csv and .details.json (every metric, per fold), plots/probe@<name>/, and MLflow runs
-(a parent per probe, a child per fold).
+the training slides (the linear probe's C chosen on the validation slides from
+probe.probe_kwargs.linear.c_grid by log-loss) and scored on the test slides. Writes, per probe,
+metrics/probe@<name>.json (headline numbers), predictions/probe@<name>.csv and .details.json (every metric,
+per fold), plots/probe@<name>/, and MLflow runs (a parent per probe, a child per fold).
+
+Survival tasks use the ``cox`` (penalty from probe.probe_kwargs.cox.alphas, by validation C-index) and
+``knn_risk`` probes, regression tasks ``ridge`` (probe.probe_kwargs.ridge.alphas, by validation MSE) and
+``knn_regression``; a probe of probe.probes that does not support the task kind is skipped with a warning.
+At ``task.level: patient`` the units are patients (all their slides pooled together).
 
 `slidemil probe --probe knn` runs one probe (a DVC matrix stage over probe.probes); without --probe
 every probe of probe.probes runs.
@@ -15,25 +20,60 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import stage_params
+from slidemil.core.params import Section, read_section, section_defaults
 
-HELP = "linear / kNN / prototype probes on pooled slide embeddings → metrics/probe@<name>.json"
+HELP = "linear / kNN / prototype (or survival / regression) probes on pooled slide embeddings → metrics/probe@<name>.json"
 
-DEFAULTS: dict[str, Any] = {
-    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
-    "splits": "data/splits.json",  # folds (split)
-    "probes": ["linear", "knn", "prototype"],  # probes run without --probe
-    "pooling": "mean",  # patch features → slide embedding: mean | max | mean+max
-    "c_grid": [1.0e-4, 1.0e-3, 1.0e-2, 1.0e-1, 1.0, 1.0e1, 1.0e2],  # linear: inverse regularisation, ascending
-    "class_weight": "balanced",  # linear: balanced | none
-    "knn_k": 20,  # knn: neighbours (clipped to the number of training slides)
-    "prototype_temperature": 0.1,  # prototype: softmax(-d²/T); changes calibration only
-    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
-    "seed": 0,
-}
+class ProbeSection(Section):
+    """The ``probe:`` params section; each probe's own options live in ``probe_kwargs`` (declared by the probe)."""
+
+    features: str = Field("", description="feature store; empty: data/features/<extract.encoder>.zarr")
+    splits: str = Field("data/splits.json", description="folds (split)")
+    probes: list[str] = Field(["linear", "knn", "prototype"], min_length=1, description="probes run without --probe")
+    pooling: Literal["mean", "max", "mean+max"] = Field("mean", description="patch features → slide embedding")
+    probe_kwargs: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="per-probe options, e.g. {knn: {n_neighbors: 5}}; each probe declares "
+        "its own (probe_kwargs.<probe>.* below)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
+                             "(95% intervals; 0: none)")
+    seed: int = Field(0, description="seed of the bootstrap")
+
+    @model_validator(mode="after")
+    def _known_probes_and_options(self) -> ProbeSection:
+        """Probe names registered and each probe's options valid (imports the probes: scikit-learn)."""
+        from slidemil.pipeline.probes import PROBES, probe_options
+
+        unknown = [n for n in [*self.probes, *self.probe_kwargs] if n not in PROBES]
+        if unknown:
+            raise ParamsError(f"probe.probes / probe.probe_kwargs name unknown probe(s) {unknown}; registered: "
+                              f"{', '.join(PROBES.names())}")
+        for name, kwargs in self.probe_kwargs.items():
+            probe_options(name, kwargs)
+        return self
+
+    def options(self, name: str) -> Section:
+        """The validated ``probe_kwargs`` of probe ``name`` (its defaults where not given)."""
+        from slidemil.pipeline.probes import probe_options
+
+        return probe_options(name, self.probe_kwargs.get(name))
+
+
+SECTION = ProbeSection  # the CLI validates every stage's section before any stage works
+
+
+def help_rows() -> list[tuple[str, Any, str]]:
+    """``--help`` rows: the section's keys, then every registered probe's options with their defaults."""
+    from slidemil.pipeline.probes import PROBES
+
+    rows = section_defaults(ProbeSection)
+    for name in PROBES.names():
+        rows.extend(section_defaults(PROBES.get(name).Options, f"probe_kwargs.{name}."))
+    return rows
 
 log = logging.getLogger(__name__)
 
@@ -46,58 +86,60 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Evaluate the probes; returns 0, or 1 when a probe has no usable fold (user errors raise SlidemilError)."""
     from slidemil.pipeline.crossval import FoldResult, cross_validate, tracking_for
     from slidemil.pipeline.data import features_path, load_method_data
+    from slidemil.pipeline.kinds import kind_for
     from slidemil.pipeline.probes import (
-        POOLINGS,
         PROBES,
-        create_probe,
         fit_probe,
         pool_bag,
         predict_proba_all,
+        probe_from_options,
+        probe_kinds,
     )
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.task_kinds import Bootstrap
     from slidemil.splits.task import load_task
 
-    section = stage_params(params, "probe", DEFAULTS)
-    section["features"] = features_path(section["features"], params)
+    section = read_section(params, "probe", ProbeSection)
+    features = features_path(section.features, params)
     task = load_task(params)
-    names = [args.probe] if getattr(args, "probe", None) else list(section["probes"])
+    names = [args.probe] if getattr(args, "probe", None) else list(section.probes)
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise ParamsError(f"unknown probe(s) {unknown}; registered: {', '.join(PROBES.names())}")
-    if section["pooling"] not in POOLINGS:
-        raise ParamsError(f"probe.pooling {section['pooling']!r} unknown; choose one of {', '.join(POOLINGS)}")
-    if section["class_weight"] not in ("balanced", "none", None):
-        raise ParamsError(f"probe.class_weight must be 'balanced' or 'none', got {section['class_weight']!r}")
-    c_grid = sorted(float(c) for c in section["c_grid"])
-    if not c_grid or min(c_grid) <= 0:
-        raise ParamsError(f"probe.c_grid must hold positive values, got {section['c_grid']!r}")
 
-    data = load_method_data(section["features"], section["splits"])
-    log.info("pooling %d slides (%s)", len(data.slides()), section["pooling"])
-    embeddings = {sid: pool_bag(data.store.load(sid)[0], section["pooling"]) for sid in data.slides()}
+    skipped = {n: f"supports {', '.join(probe_kinds(n))}, not {task.type}" for n in names
+               if task.type not in probe_kinds(n)}
+    for name, reason in skipped.items():
+        log.warning("probe %s skipped: it %s", name, reason)
+    names = [n for n in names if n not in skipped]
+    if not names:
+        fitting = [n for n in PROBES.names() if task.type in probe_kinds(n)]
+        raise ParamsError(f"no probe of probe.probes supports a {task.type} task; use {', '.join(fitting)}")
+    data = load_method_data(features, section.splits)
+    log.info("pooling %d units (%s)", len(data.slides()), section.pooling)
+    embeddings = {sid: pool_bag(data.load(sid)[0], section.pooling) for sid in data.slides()}
     n_classes = len(data.classes)
-    hyper = {
-        "linear": {"class_weight": None if section["class_weight"] in ("none", None) else "balanced"},
-        "knn": {"n_neighbors": int(section["knn_k"])},
-        "prototype": {"temperature": float(section["prototype_temperature"])},
-    }
-
-    search = {"linear": ("C", c_grid)}  # hyper-parameter chosen on each fold's validation slides
-    kind = create_task_kind(task, data)
+    kind = kind_for(params, task, data)
+    logged = {**section.model_dump(), "features": features}
     failed = []
     for name in names:
-        estimator = create_probe(name, **hyper.get(name, {}))
+        # search: the hyper-parameter chosen on each fold's validation slides (e.g. the linear probe's C)
+        options = section.options(name)
+        estimator, search = probe_from_options(name, options)
 
-        def fit_predict(fold: dict[str, Any], child, estimator=estimator, name=name) -> FoldResult:
+        def fit_predict(fold: dict[str, Any], child, estimator=estimator, search=search) -> FoldResult:
+            if kind.name != "classification":
+                return _fit_predict_targets(kind, estimator, search, embeddings, data, fold)
             train, val, test = (_xy(embeddings, data.labels, fold[part]) for part in ("train", "val", "test"))
-            model, chosen = fit_probe(estimator, *train, *val, search=search.get(name))
+            model, chosen = fit_probe(estimator, *train, *val, search=search)
             return FoldResult(fold["test"], test[1], predict_proba_all(model, test[0], n_classes), chosen=chosen)
 
-        own = {key: value for key, value in section.items() if key != "probes"}  # not the other probes
-        tracking = tracking_for(params, data, {"probe": own, "method": f"probe@{name}"},
+        # this probe's params, defaults filled: not the list of the other probes nor their options
+        probe_params = {**{k: v for k, v in logged.items() if k not in ("probes", "probe_kwargs")},
+                        "probe_kwargs": {name: options.model_dump()}}
+        tracking = tracking_for(params, data, {"probe": probe_params, "method": f"probe@{name}"},
                                 shown={"probe.pooling": "pooling"})
         summary = cross_validate("probe", name, data, fit_predict, kind=kind, tracking=tracking,
-                                 n_bootstrap=int(section["n_bootstrap"]), seed=int(section["seed"]))
+                                 bootstrap=Bootstrap(section.n_bootstrap, section.seed))
         if not summary.get("test/n_usable_folds"):
             failed.append(name)
     if failed:
@@ -106,7 +148,22 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
+def _fit_predict_targets(kind, estimator, search, embeddings: dict, data, fold: dict[str, Any]):
+    """One fold of a survival / regression probe: tune on validation (− C-index / MSE), predict risk / value."""
+    from slidemil.pipeline.crossval import FoldResult
+    from slidemil.pipeline.probes import fit_probe
+    from slidemil.pipeline.probes.regression import mean_squared_error
+    from slidemil.pipeline.probes.survival import negative_c_index
+
+    (x_train, _), (x_val, _), (x_test, _) = (_xy(embeddings, None, fold[p]) for p in ("train", "val", "test"))
+    y_train, y_val, y_test = (kind.targets(data, fold[p]) for p in ("train", "val", "test"))
+    loss = negative_c_index if kind.name == "survival" else mean_squared_error
+    model, chosen = fit_probe(estimator, x_train, y_train, x_val, y_val, search=search, loss=loss)
+    outputs = kind.outputs(model.predict(x_test), model.predict(x_train))
+    return FoldResult(fold["test"], y_test, outputs, chosen=chosen)
+
+
+def _xy(embeddings: dict, labels: dict[str, int] | None, slide_ids: list[str]):
     """Stacked slide embeddings [n, D'] and integer labels [n] of ``slide_ids`` (empty → shape [0, D']).
 
     Raises:
@@ -119,4 +176,4 @@ def _xy(embeddings: dict, labels: dict[str, int], slide_ids: list[str]):
     bad = [s for s, row in zip(slide_ids, x, strict=True) if not np.isfinite(row).all()]
     if bad:
         raise ValueError(f"non-finite pooled features for slides {bad}; check their features for NaN/inf")
-    return x, np.array([labels[s] for s in slide_ids], dtype=int)
+    return x, np.array([labels[s] for s in slide_ids], dtype=int) if labels is not None else None

@@ -1,12 +1,13 @@
 """One comparison report of every evaluated method (MIL heads, probes, zero-shot per k) on the same folds.
 
 Finds the methods by their metrics/<stage>@<name>.json, reads predictions/<stage>@<name>.details.json and
-.csv, and writes reports/summary.md (methods × AUROC, balanced accuracy, weighted F1, kappa, Brier, ECE as
-mean ± std [95% interval] with usable folds; every method paired against the best one by mean test AUROC
-with a bootstrap over the shared test slides), reports/metrics.json (best method and each method's mean
-test AUROC, for `dvc metrics show` / `dvc exp show`) and reports/comparison.json (the paired comparison).
-An MLflow `report` run holds the tables (`log_table`) and files, and the report becomes the experiment's
-description.
+.csv, and writes reports/summary.md (methods × the task kind's metrics, e.g. AUROC, balanced accuracy,
+weighted F1, kappa, Brier, ECE, or C-index, Uno's C-index, td-AUC, or Pearson r, Spearman ρ, R², MAE, as
+mean ± std [95% interval] with usable folds; every method paired against the best one by its mean primary
+metric with a bootstrap over the shared test slides), reports/metrics.json (best method and each method's
+mean test primary metric, for `dvc metrics show` / `dvc exp show`) and reports/comparison.json (the paired
+comparison). An MLflow `report` run holds the tables (`log_table`) and files, and the report becomes the
+experiment's description.
 
 Only the methods the current params name are reported: train@<head> of train.heads, probe@<name> of
 probe.probes, zeroshot@top<k> of zeroshot.topk when zero-shot ran (its zeroshot.output summary exists and
@@ -24,20 +25,33 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from slidemil.core.params import stage_params
+from pydantic import Field, PositiveFloat
+
+from slidemil.core.params import Section, read_section
 
 HELP = "comparison of every method on the same folds → reports/summary.md, reports/metrics.json"
 
-DEFAULTS: dict[str, Any] = {
-    "metrics": "metrics",  # folder of <stage>@<name>.json
-    "predictions": "predictions",  # folder of <stage>@<name>.csv
-    "features": "data/features",  # feature store(s) (a .zarr or a folder of them): synthetic-weights banner
-    "n_bootstrap": 2000,  # paired bootstrap replicates
-    "seed": 0,
-    "output": "reports/summary.md",
-    "json": "reports/metrics.json",  # DVC metrics: best method, each method's mean test AUROC
-    "comparison": "reports/comparison.json",  # the paired comparison with the best method (not a DVC metric)
-}
+class ReportSection(Section):
+    """The ``report:`` params section."""
+
+    metrics: str = Field("metrics", description="folder of <stage>@<name>.json (headline numbers: which methods ran)")
+    predictions: str = Field("predictions", description="folder of <stage>@<name>.csv and .details.json (every "
+                             "metric's summary and the per-fold values the report reads)")
+    features: str = Field("data/features", description="feature store(s) (a .zarr or a folder of them): "
+                          "the synthetic-weights banner")
+    n_bootstrap: int = Field(2000, ge=1, description="paired bootstrap replicates of the comparison to the best")
+    horizons: list[PositiveFloat] = Field(
+        default_factory=list, description="survival: times (the cohort's unit) of the time-dependent AUC; "
+        "empty: the quartiles of the cohort's event times")
+    seed: int = Field(0, description="seed of the bootstrap")
+    output: str = Field("reports/summary.md", description="the Markdown report")
+    json_path: str = Field("reports/metrics.json", alias="json", description="DVC metrics: the best method and "
+                           "each method's mean test primary metric (AUROC, C-index or Pearson r)")
+    comparison: str = Field("reports/comparison.json", description="each method paired against the best one "
+                            "(difference, 95% interval, p-values); not a DVC metric")
+
+
+SECTION = ReportSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +69,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.core.atomic import write_json, write_text
     from slidemil.core.errors import StoreError
     from slidemil.pipeline.report import (
+        KIND_METRICS,
         best_method,
         classes_of,
+        compare_targets_to_best,
         compare_to_best,
+        kind_of,
         placeholder_stores,
         render_markdown,
         report_json,
@@ -66,9 +83,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         summary_table,
     )
 
-    section = stage_params(params, "report", DEFAULTS)
+    section = read_section(params, "report", ReportSection)
     configured, skipped = current_methods(params)
-    folder = Path(section["metrics"])
+    folder = Path(section.metrics)
     included, ignored, missing = select_methods((p.stem for p in folder.glob("*@*.json")), configured)
     if ignored:
         log.warning("ignoring metrics of methods not in the current params: %s", ", ".join(ignored))
@@ -76,35 +93,42 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         log.warning("no metrics file for %s (in %s); run their stages", ", ".join(missing), folder)
     if not included:
         raise StoreError(_no_method_message(folder, missing, ignored, skipped))
-    summaries = {method: read_summary(folder, Path(section["predictions"]), method) for method in included}
-    table = summary_table(summaries)
-    best = best_method(table)
+    summaries = {method: read_summary(folder, Path(section.predictions), method) for method in included}
+    kind = kind_of(next(iter(summaries.values())))
+    table = summary_table(summaries, metrics=KIND_METRICS[kind])
+    best = best_method(table, KIND_METRICS[kind][0])
     predictions: dict[str, pd.DataFrame] = {}
     for method in summaries:
-        path = Path(section["predictions"]) / f"{method}.csv"
-        if path.is_file():
-            predictions[method] = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "label": str})
+        path = Path(section.predictions) / f"{method}.csv"
+        table_or_reason = read_predictions(path)
+        if isinstance(table_or_reason, str):
+            log.warning("%s: predictions table %s %s; left out of the paired comparison", method, path,
+                        table_or_reason)
         else:
-            log.warning("%s: no predictions table %s; left out of the paired comparison", method, path)
+            predictions[method] = table_or_reason
     if best is not None and best not in predictions:
-        raise StoreError(f"best method {best}: predictions table {section['predictions']}/{best}.csv is missing; "
+        raise StoreError(f"best method {best}: predictions table {section.predictions}/{best}.csv is missing; "
                          f"re-run its stage (dvc repro)")
-    comparison = (compare_to_best(predictions, best, int(section["n_bootstrap"]), int(section["seed"]))
-                  if best is not None else pd.DataFrame())
-    weights = feature_weights(Path(section["features"]))
+    if best is None:
+        comparison = pd.DataFrame()
+    elif kind == "classification":
+        comparison = compare_to_best(predictions, best, section.n_bootstrap, section.seed)
+    else:
+        comparison = compare_targets_to_best(predictions, best, kind, section.n_bootstrap, section.seed)
+    weights = feature_weights(Path(section.features))
     synthetic = placeholder_stores(weights)
     markdown = render_markdown(table, comparison, best, synthetic=synthetic, skipped=skipped,
-                               n_boot=int(section["n_bootstrap"]), ignored=ignored, missing=missing)
-    write_text(section["output"], markdown)
+                               n_boot=section.n_bootstrap, ignored=ignored, missing=missing, kind=kind)
+    write_text(section.output, markdown)
     document = report_json(table, comparison, best, synthetic=synthetic, skipped=skipped, ignored=ignored,
-                           missing=missing)
-    write_json(section["comparison"], document)
-    write_json(section["json"], report_metrics(table, best, synthetic=synthetic))
-    log.info("report: %d method(s), best %s → %s", len(table), best, section["output"])
+                           missing=missing, kind=kind)
+    write_json(section.comparison, document)
+    write_json(section.json_path, report_metrics(table, best, synthetic=synthetic, kind=kind))
+    log.info("report: %d method(s), best %s → %s", len(table), best, section.output)
     if synthetic:
         log.warning("features come from SYNTHETIC/random weights (%s): the report's numbers are meaningless",
                     ", ".join(synthetic.values()))
-    classes = classes_of(predictions[best]) if best is not None else []
+    classes = classes_of(predictions[best]) if best is not None and kind == "classification" else []
     _log_mlflow(params, section, document, weights, markdown, table, comparison, classes)
     return 0
 
@@ -118,6 +142,18 @@ def read_summary(metrics: Path, predictions: Path, method: str) -> dict[str, Any
     """
     details = predictions / f"{method}.details.json"
     return read_json(details if details.is_file() else metrics / f"{method}.json")
+def read_predictions(path: Path):
+    """The predictions table at ``path`` as a DataFrame, or why there is none (missing; no rows, e.g. when a
+    method failed on every fold and wrote an empty table)."""
+    import pandas as pd
+
+    if not path.is_file():
+        return "is missing"
+    try:
+        table = pd.read_csv(path, dtype={"slide_id": str, "patient_id": str, "label": str})
+    except pd.errors.EmptyDataError:
+        return "has no rows (every fold failed?)"
+    return table if len(table) else "has no rows (every fold failed?)"
 
 
 def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -130,21 +166,26 @@ def current_methods(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         ParamsError: a train, probe or zeroshot section is malformed.
         StoreError: the zero-shot summary is not valid JSON.
     """
+    from slidemil.pipeline.probes import probe_kinds
     from slidemil.pipeline.report import configured_methods
     from slidemil.pipeline.stages import probe, train, zeroshot
+    from slidemil.splits.task import load_task
 
-    heads = stage_params(params, "train", train.DEFAULTS)["heads"]
-    probes = stage_params(params, "probe", probe.DEFAULTS)["probes"]
-    zs = stage_params(params, "zeroshot", zeroshot.DEFAULTS)
-    summary = Path(zs["output"])
+    heads = read_section(params, "train", train.TrainSection).heads
+    kind = load_task(params).type
+    probes = [p for p in read_section(params, "probe", probe.ProbeSection).probes if kind in probe_kinds(p)]
+    zs = read_section(params, "zeroshot", zeroshot.ZeroshotSection)
+    summary = Path(zs.output)
     skipped = {}
-    if not summary.is_file():
+    if kind != "classification":
+        skipped["zeroshot"] = f"zero-shot scores classes; the task is {kind}"
+    elif not summary.is_file():
         skipped["zeroshot"] = f"no {summary}; run `slidemil zeroshot` (or `dvc repro`)"
     else:
         content = read_json(summary)
         if isinstance(content, dict) and content.get("skipped"):
             skipped["zeroshot"] = str(content["skipped"])
-    topk = None if skipped else zs["topk"]
+    topk = None if skipped else zs.topk
     return configured_methods(heads, probes, topk), skipped
 
 
@@ -188,34 +229,36 @@ def feature_weights(features: Path) -> dict[str, str]:
     return weights
 
 
-def _log_mlflow(params: dict[str, Any], section: dict[str, Any], document: dict[str, Any],
+def _log_mlflow(params: dict[str, Any], section: ReportSection, document: dict[str, Any],
                 weights: dict[str, str], markdown: str, table, comparison, classes: list[str]) -> None:
     """The ``report`` run: the comparison tables as MLflow tables (viewable, comparable in the UI), the report
     files as artifacts; the report becomes the experiment's description (``mlflow.note.content``)."""
     from slidemil.pipeline.report import placeholder_stores
     from slidemil.pipeline.tracking import (
-        MLFLOW_DEFAULTS,
         VIEW_KEY,
+        MlflowSection,
         experiment_name,
         parent_run,
         provenance_tags,
     )
     from slidemil.splits.task import load_task
 
-    mlflow_section = stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    experiment = experiment_name(mlflow_section["experiment"], load_task(params).label, classes)
+    mlflow_section = read_section(params, "mlflow", MlflowSection)
+    task = load_task(params)
+    experiment = experiment_name(mlflow_section.experiment, task.label, classes, task.type, task.time, task.event)
     made_up = list(placeholder_stores(weights).values())
     tags = provenance_tags(weights_sha256=(made_up or list(weights.values()) or [None])[0])
     tags["report.best_method"] = document["best_method"]
     name = f"report · {len(table)} methods · best {document['best_method'] or 'n/a'}"
-    with parent_run("report", "summary", {"report": section}, tags, experiment, mlflow_section["tracking_uri"],
-                    run_name=name) as run:
-        numbers = {k: document[k] for k in ("best_test_auroc_mean", "n_methods") if document[k] is not None}
+    with parent_run("report", "summary", {"report": section.model_dump(by_alias=True)}, tags, experiment,
+                    mlflow_section.tracking_uri, run_name=name) as run:
+        numbers = {k: v for k, v in document.items() if (k.startswith("best_test_") or k == "n_methods")
+                   and v is not None}
         run.log_metrics(numbers)
         run.log_table(table.reset_index(), "tables/methods.json")
         if len(comparison):
             run.log_table(comparison.reset_index(), "tables/paired_comparison.json")
-        for path in (section["output"], section["json"], section["comparison"]):
+        for path in (section.output, section.json_path, section.comparison):
             run.log_artifact(path)
-        view = f"[runs table with test AUROC and CI](#/experiments/{run.experiment_id}/runs?viewStateShareKey={VIEW_KEY})"
+        view = f"[runs table with test metrics and CI](#/experiments/{run.experiment_id}/runs?viewStateShareKey={VIEW_KEY})"
         run.set_experiment_tags({"mlflow.note.content": f"Open the {view}.\n\n{markdown}"})

@@ -11,11 +11,8 @@ patients (default); a fixed held-out test set with CV on the rest (split.test_fr
 Slides are excluded, each with its reason in the file's `excluded` map, when their label is empty or
 not in task.classes, and (split.require_features) when the tiles/features manifests do not mark them ok.
 
-params.yaml `split:` keys (defaults): n_folds 5; val_fraction 0.2 (realised as 1/round(1/val_fraction)
-of each fold's training patients); seed 0; repeats 1 or seeds [..]; test_fraction 0.0; site_column "";
-label_conflict error | majority | slide-level; require_features true; features_manifest
-data/features/manifest.csv; tiles_manifest data/tiles/manifest.csv; output data/splits.json.
-`task:` keys: label (cohort column), classes (order = class index; [] → sorted labels), ordered.
+The `split:` keys and their defaults are listed below; `task:` names the label column (label), the
+classes (order = class index; [] → sorted labels) and whether they are ordered.
 """
 
 from __future__ import annotations
@@ -25,11 +22,15 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, StrictBool, model_validator
+
+from slidemil.core import provenance
 from slidemil.core.atomic import write_csv
 from slidemil.core.errors import ParamsError, StoreError
-from slidemil.core.params import stage_params
+from slidemil.core.params import Section, read_section
+from slidemil.pipeline.preflight import check_ids_match
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,20 +39,39 @@ if TYPE_CHECKING:
 
 HELP = "patient-grouped stratified CV folds → data/splits.json"
 
-DEFAULTS: dict[str, Any] = {
-    "n_folds": 5,  # k of k-fold CV (leave-one-site-out: one fold per site)
-    "val_fraction": 0.2,  # share of each fold's training patients held out for validation (0 → none)
-    "seed": 0,  # seed of the first repeat
-    "repeats": 1,  # repeated CV: seeds seed, seed+1, …
-    "seeds": [],  # explicit seeds (one repeat each); overrides seed/repeats
-    "test_fraction": 0.0,  # fixed held-out test set share of patients; CV on the rest gives val (0 → plain k-fold)
-    "site_column": "",  # cohort column with the site → leave-one-site-out
-    "label_conflict": "error",  # patient with slides of different labels: error | majority | slide-level
-    "require_features": True,  # exclude slides the manifests below do not mark ok
-    "features_manifest": "data/features/manifest.csv",  # "" → not checked
-    "tiles_manifest": "data/tiles/manifest.csv",  # "" → not checked
-    "output": "data/splits.json",
-}
+class SplitSection(Section):
+    """The ``split:`` params section."""
+
+    n_folds: int = Field(5, ge=2, description="k of k-fold CV (leave-one-site-out: one fold per site)")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share of each fold's training patients held out "
+                                "for validation (0: none), realised as 1/round(1/val_fraction)")
+    seed: int = Field(0, description="seed of the first repeat")
+    repeats: int = Field(1, ge=1, description="repeated CV: seeds seed, seed+1, …")
+    seeds: list[int] = Field(default_factory=list, description="explicit seeds (one repeat each); overrides "
+                             "seed/repeats")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="fixed held-out test set share of patients; CV on "
+                                 "the rest gives val (0: plain k-fold)")
+    site_column: str = Field("", description="cohort column with the site → leave-one-site-out")
+    label_conflict: Literal["error", "majority", "slide-level"] = Field(
+        "error", description="a patient with slides of different labels: error | majority | slide-level")
+    require_features: StrictBool = Field(True, description="exclude slides the manifests below do not mark ok")
+    features_manifest: str = Field("data/features/manifest.csv", description="empty: not checked")
+    tiles_manifest: str = Field("data/tiles/manifest.csv", description="empty: not checked")
+    output: str = Field("data/splits.json", description="the splits file (summary table beside it)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitSection:
+        if self.site_column and self.test_fraction > 0:
+            raise ParamsError("split.site_column (leave-one-site-out) and split.test_fraction cannot be combined")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise ParamsError(f"split.seeds must be distinct integers, got {self.seeds!r}")
+        if self.seeds and self.repeats not in (1, len(self.seeds)):
+            raise ParamsError(f"split.repeats={self.repeats} disagrees with {len(self.seeds)} split.seeds; "
+                              "give one of them")
+        return self
+
+
+SECTION = SplitSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -63,50 +83,72 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     from slidemil.splits.io import build_splits, read_manifest, write_splits
     from slidemil.splits.strategies import make_folds
     from slidemil.splits.summary import fold_summary, missing_class_warnings
+    from slidemil.splits.targets import assign_strata, target_cohort, targets_of
     from slidemil.splits.task import load_task
     from slidemil.splits.validate import feature_exclusions, label_cohort
 
-    section = stage_params(params, "split", DEFAULTS)
+    section = read_section(params, "split", SplitSection)
     config = _split_config(section)
     task = load_task(params)
     if not params.get("cohort"):
         raise ParamsError("params.yaml has no `cohort:` (path to the cohort CSV)")
 
+    output = Path(section.output)
+    if output.is_file():
+        provenance.begin(output, "split")  # a failing run must not leave the old splits looking current
     cohort = load_cohort(params["cohort"])
-    labelled = label_cohort(cohort, task, section["label_conflict"], section["site_column"])
+    if task.type == "classification":
+        labelled = label_cohort(cohort, task, section.label_conflict, section.site_column)
+    else:
+        labelled = target_cohort(cohort, task, section.site_column)
     excluded = dict(labelled.excluded)
     slides = labelled.slides
-    if section["require_features"]:
+    if section.require_features:
         manifests = {}
         for key in ("tiles_manifest", "features_manifest"):
-            if section[key]:
-                table = read_manifest(section[key])
+            path = getattr(section, key)
+            if path:
+                table = read_manifest(path)
+                if table is not None:
+                    provenance.check_chain(path, "tile" if key == "tiles_manifest" else "extract")
                 if table is None:
-                    log.warning("split.%s %s does not exist; not checked", key, section[key])
+                    log.warning("split.%s %s does not exist; not checked", key, path)
                 else:
-                    manifests[section[key]] = table
+                    manifests[path] = table
         if not manifests:
             raise StoreError(
                 "split.require_features is true but no tiles/features manifest exists "
-                f"({section['tiles_manifest']!r}, {section['features_manifest']!r}); run `slidemil extract` first, "
+                f"({section.tiles_manifest!r}, {section.features_manifest!r}); run `slidemil extract` first, "
                 "or set split.require_features=false to split the whole cohort (training then checks the "
                 "features with the leakage guard)"
             )
+        check_ids_match(slides["slide_id"].tolist(), manifests)
         failed = feature_exclusions(slides["slide_id"].tolist(), manifests)
         excluded.update(failed)
         slides = slides[~slides["slide_id"].isin(failed)].reset_index(drop=True)
 
-    folds, notes = make_folds(slides, labelled.classes, config)
-    splits = build_splits(task.label, labelled.classes, config.seeds, config.strategy, folds, excluded, slides)
+    classes, extra = labelled.classes, None
+    if task.type != "classification":
+        slides, classes, note = assign_strata(slides, task.type, config.n_folds)
+        log.info("%s task: %s", task.type, note)
+        extra = {"task": {"type": task.type, "level": task.level, "label": task.label, "time": task.time,
+                          "event": task.event}, "targets": targets_of(slides, task.type)}
+    elif task.level != "slide":
+        extra = {"task": {"type": task.type, "level": task.level, "label": task.label}}
+    folds, notes = make_folds(slides, classes, config)
+    splits = build_splits(task.label, classes, config.seeds, config.strategy, folds, excluded, slides, extra)
     check_splits(splits, None)
     summary = fold_summary(splits)
 
     for message in labelled.warnings + notes + missing_class_warnings(summary, splits["classes"]):
         log.warning("%s", message)
     _log_counts(len(cohort), slides, excluded)
-    output = Path(section["output"])
     _warn_if_changed(output, splits)
     write_splits(output, splits)
+    inputs = {path: provenance.file_digest(path) for path in (params["cohort"], section.tiles_manifest,
+                                                              section.features_manifest) if path and Path(path).is_file()}
+    provenance.record(output, "split", {**inputs, "task and split params": provenance.value_digest(
+        {"task": params.get("task"), "split": section.model_dump()})})
     summary_path = output.with_name(f"{output.stem}_summary.csv")
     write_csv(summary_path, summary)
     log.info("%s: %s, %d fold(s) × %d repeat(s)\n%s", output, config.strategy, splits["n_folds"],
@@ -115,33 +157,12 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_config(section: dict[str, Any]) -> SplitConfig:
+def _split_config(section: SplitSection) -> SplitConfig:
     from slidemil.splits.strategies import SplitConfig
-    from slidemil.splits.validate import LABEL_CONFLICT_POLICIES
 
-    if not isinstance(section["n_folds"], int) or section["n_folds"] < 2:
-        raise ParamsError(f"split.n_folds must be an integer ≥ 2, got {section['n_folds']!r}")
-    for key in ("val_fraction", "test_fraction"):
-        if not 0 <= section[key] < 1:
-            raise ParamsError(f"split.{key} must be in [0, 1), got {section[key]!r}")
-    if section["label_conflict"] not in LABEL_CONFLICT_POLICIES:
-        raise ParamsError(f"split.label_conflict must be one of {', '.join(LABEL_CONFLICT_POLICIES)}, "
-                          f"got {section['label_conflict']!r}")
-    if section["site_column"] and section["test_fraction"] > 0:
-        raise ParamsError("split.site_column (leave-one-site-out) and split.test_fraction cannot be combined")
-    seeds = section["seeds"]
-    if seeds:
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) < len(seeds):
-            raise ParamsError(f"split.seeds must be distinct integers, got {seeds!r}")
-        if section["repeats"] not in (1, len(seeds)):
-            raise ParamsError(f"split.repeats={section['repeats']} disagrees with {len(seeds)} split.seeds; "
-                              "give one of them")
-    else:
-        if not isinstance(section["repeats"], int) or section["repeats"] < 1:
-            raise ParamsError(f"split.repeats must be an integer ≥ 1, got {section['repeats']!r}")
-        seeds = [section["seed"] + i for i in range(section["repeats"])]
-    return SplitConfig(n_folds=section["n_folds"], val_fraction=float(section["val_fraction"]), seeds=tuple(seeds),
-                       test_fraction=float(section["test_fraction"]), use_sites=bool(section["site_column"]))
+    seeds = section.seeds or [section.seed + i for i in range(section.repeats)]
+    return SplitConfig(n_folds=section.n_folds, val_fraction=section.val_fraction, seeds=tuple(seeds),
+                       test_fraction=section.test_fraction, use_sites=bool(section.site_column))
 
 
 def _log_counts(n_cohort: int, slides: pd.DataFrame, excluded: dict[str, str]) -> None:

@@ -13,6 +13,12 @@ and summary; a child per fold with per-epoch curves, the best epoch's ``best/val
 ``best_epoch``, test metrics, figures, attention heatmaps (heads whose attention is not uniform) and the
 model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked FAILED and the other
 folds go on; the exit code is 1 when a head has no usable fold.
+
+Survival and regression tasks (``task.type``) train every head through the kind's objective
+(:mod:`slidemil.pipeline.kinds.objectives`: train.survival_loss nll | cox with train.survival_bins, or
+train.regression_loss mse | huber), with as many head outputs as the objective needs; their folds log a
+Kaplan–Meier or scatter figure instead of ROC / confusion, and no MLflow model (weights and the objective's
+state are in models/<head>/fold-<k>.pt). At ``task.level: patient`` a bag holds all slides of a patient.
 """
 
 from __future__ import annotations
@@ -21,38 +27,44 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, StrictBool
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import stage_params
+from slidemil.core.params import read_section
+from slidemil.pipeline.train_config import TrainConfig
 
 HELP = "MIL heads on the feature store, cross-validated on the splits' folds → metrics/train@<head>.json"
 
-DEFAULTS: dict[str, Any] = {
-    "heads": ["abmil"],  # heads trained without --head (slidemil train --help lists the registered ones)
-    "features": "",  # feature store; empty → data/features/<extract.encoder>.zarr
-    "splits": "data/splits.json",  # folds (split)
-    "models": "models",  # best weights → <models>/<head>/fold-<k>.pt
-    "epochs": 20,
-    "lr": 2.0e-4,  # AdamW peak learning rate
-    "weight_decay": 1.0e-4,
-    "warmup_epochs": 1,  # linear warm-up, then cosine decay to 0
-    "batch_size": 4,  # bags per padded mini-batch
-    "max_instances": 4096,  # random patches per bag in training (0: all); validation/test see whole bags
-    "patience": 5,  # epochs without improvement of `monitor` before stopping (0: never stop early)
-    "monitor": "val/auroc",  # val/auroc | val/loss; best epoch's weights are restored
-    "class_balance": "weights",  # weights (inverse-frequency loss weights) | sampler | none
-    "grad_clip": 1.0,  # max gradient norm (0: off)
-    "bucket_batches": 50,  # batches formed from windows of bucket_batches×batch_size bags sorted by length (0: random)
-    "seed": 0,
-    "head_kwargs": {},  # per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}}
-    "bag_weight": 0.7,  # CLAM: weight of the bag loss against the instance-clustering loss
-    "device": "auto",  # auto (cuda if available) | cpu | cuda | cuda:1
-    "amp": True,  # bf16 autocast on CUDA
-    "log_model": True,  # mlflow.pytorch.log_model per fold (false: weights only under models/)
-    "n_bootstrap": 1000,  # bootstrap resamples of the pooled test predictions (95% intervals)
-    "n_heatmaps": 2,  # attention heatmaps of this many test slides per fold
-}
+class TrainSection(TrainConfig):
+    """The ``train:`` params section: the trainer's hyper-parameters (:class:`TrainConfig`) and the stage's keys."""
+
+    heads: list[str] = Field(["abmil"], min_length=1, description="MIL heads trained without --head "
+                             "(slidemil train --help lists the registered ones)")
+    features: str = Field("", description="feature store; empty: data/features/<extract.encoder>.zarr")
+    splits: str = Field("data/splits.json", description="folds (split)")
+    models: str = Field("models", description="best weights → <models>/<head>/fold-<k>.pt")
+    head_kwargs: dict[str, dict[str, Any] | None] = Field(
+        default_factory=dict, description="per-head options, e.g. {abmil: {hidden_dim: 256, dropout: 0.25}} "
+        "(each head checks its own)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="auto (cuda if available) | cpu | cuda | cuda:<i>")
+    log_model: StrictBool = Field(True, description="mlflow.pytorch.log_model per fold (false: weights only "
+                                  "under models/)")
+    n_bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of the pooled test predictions "
+                             "(95% intervals; 0: none)")
+    n_heatmaps: int = Field(2, ge=0, description="attention heatmaps of this many test slides per fold")
+    survival_loss: Literal["nll", "cox"] = Field(
+        "nll", description="survival: nll (discrete-time likelihood, Zadeh & Schmid 2021) | cox (partial "
+        "likelihood of the batch)")
+    survival_bins: int = Field(4, ge=2, description="survival nll: time bins cut at quantiles of the training "
+                               "fold's event times")
+    regression_loss: Literal["mse", "huber"] = Field(
+        "mse", description="regression: mse | huber, on the target standardised on the training fold")
+
+
+SECTION = TrainSection  # the CLI validates every stage's section before any stage works
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +79,20 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
 
     from slidemil.mil_models import list_mil_models
     from slidemil.pipeline.data import features_path, load_method_data
-    from slidemil.pipeline.tracking import MLFLOW_DEFAULTS
     from slidemil.splits.task import load_task
 
-    section, head_kwargs = _section(params)
-    stage_params(params, "mlflow", MLFLOW_DEFAULTS)
-    heads = [args.head] if getattr(args, "head", None) else list(section["heads"])
+    section = read_section(params, "train", TrainSection)
+    head_kwargs = section.head_kwargs
+    heads = [args.head] if getattr(args, "head", None) else list(section.heads)
     unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
     if unknown or not heads:
         raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
     task = load_task(params)
-    device = section["device"]
+    device = section.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    features = features_path(section["features"], params)
-    data = load_method_data(features, section["splits"])  # runs the leakage guard
+    features = features_path(section.features, params)
+    data = load_method_data(features, section.splits)  # runs the leakage guard
     bags, coords = _load_bags(data)
     log.info("train: %d bags from %s (%s), %d folds, heads %s on %s", len(bags), features,
              data.store.encoder_id, len(data.splits["folds"]), heads, device)
@@ -90,26 +101,15 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         job = HeadRun(head, head_kwargs.get(head) or {}, section, data, bags, coords, device)
         summary = _train_head(job, params, task)
         if not summary.get("test/n_usable_folds"):
-            log.error("train@%s: no usable fold (see predictions/train@%s.details.json `folds` for the reasons)", head, head)
+            log.error("train@%s: no usable fold (see predictions/train@%s.details.json `folds` for the reasons)",
+                      head, head)
             status = 1
     return status
 
 
-def _section(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The validated ``train:`` section and its per-head options (free-form: each head checks its own)."""
-    user = dict(params.get("train") or {})
-    head_kwargs = user.pop("head_kwargs", None) or {}
-    if not isinstance(head_kwargs, dict) or not all(isinstance(v, dict | None) for v in head_kwargs.values()):
-        raise ParamsError(f"train.head_kwargs must map head names to options, e.g. {{abmil: {{dropout: 0.25}}}}, "
-                          f"got {head_kwargs!r}")
-    section = stage_params({"train": user}, "train", DEFAULTS)
-    section["head_kwargs"] = head_kwargs
-    return section, head_kwargs
-
-
-
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every split slide's bag (float32 features on CPU) and coords, read once for all heads and folds."""
+    """Every split unit's bag (float32 features on CPU; at patient level all its slides) with its target, and
+    coords, read once for all heads and folds."""
     import numpy as np
     import torch
 
@@ -117,8 +117,8 @@ def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
 
     bags, coords = {}, {}
     for sid in data.slides():
-        features, xy = data.store.load(sid)
-        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.labels[sid])
+        features, xy = data.load(sid)
+        bags[sid] = Bag(sid, torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), data.targets[sid])
         coords[sid] = xy
     return bags, coords
 
@@ -135,27 +135,30 @@ class HeadRun:
 
     head: str
     kwargs: dict[str, Any]
-    section: dict[str, Any]
+    section: TrainSection
     data: Any  # pipeline.data.MethodData
     bags: dict[str, Any]
     coords: dict[str, Any]
     device: str
+    kind: Any = None  # pipeline.task_kinds.TaskKind
 
 
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
     from slidemil.pipeline.crossval import cross_validate, tracking_for
-    from slidemil.pipeline.task_kinds import create_task_kind
+    from slidemil.pipeline.kinds import kind_for
+    from slidemil.pipeline.task_kinds import Bootstrap
 
+    job.kind = kind_for(params, task, job.data)
     tracking = tracking_for(params, job.data, head_params(job), shown={"train.lr": "lr", "train.epochs": "epochs"})
     return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
-                          kind=create_task_kind(task, job.data), tracking=tracking,
-                          n_bootstrap=job.section["n_bootstrap"], seed=job.section["seed"], fold_figures=True)
+                          kind=job.kind, tracking=tracking,
+                          bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
 
 
 def head_params(job: HeadRun) -> dict[str, Any]:
     """The params of one head's runs: the ``train:`` section without the list of other heads, this head's
     options, the head and the feature store."""
-    own = {key: value for key, value in job.section.items() if key != "heads"}
+    own = job.section.model_dump(exclude={"heads", "head_kwargs"})
     return {"train": {**own, "head_kwargs": job.kwargs}, "head": job.head, "features": str(job.data.store.path),
             "method": f"train@{job.head}"}
 
@@ -166,20 +169,24 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     Returns a FoldResult whose ``info`` holds the best epoch's ``val/*`` (kept per fold in
     predictions/train@<head>.details.json), ``best_epoch`` and ``epochs_run``.
     """
+    import numpy as np
     import torch
 
     from slidemil.core.atomic import atomic_path
     from slidemil.mil_models import create_mil_model
     from slidemil.pipeline.crossval import FoldResult
     from slidemil.pipeline.figures import is_informative
+    from slidemil.pipeline.provenance import provenance_from_store
     from slidemil.pipeline.tracking import fold_name
-    from slidemil.pipeline.trainer import BagProbabilities, TrainConfig, predict, train_fold
+    from slidemil.pipeline.trainer import BagProbabilities, EpochProgress, predict, train_fold
 
     section, data, bags, device = job.section, job.data, job.bags, job.device
-    cfg = TrainConfig(device=device, **{k: section[k] for k in (
-        "epochs", "lr", "weight_decay", "warmup_epochs", "batch_size", "max_instances", "patience", "monitor",
-        "class_balance", "grad_clip", "bucket_batches", "seed", "bag_weight", "amp")})
+    cfg = TrainConfig.model_validate({**section.model_dump(include=set(TrainConfig.model_fields)), "device": device})
     in_dim, n_classes = int(data.store.embed_dim or next(iter(bags.values())).features.shape[1]), len(data.classes)
+    objective = None
+    if job.kind is not None and job.kind.name != "classification":
+        objective = job.kind.objective(job.kind.targets(data, fold["train"]), section)
+        n_classes = objective.n_outputs
 
     def build():
         return create_mil_model(job.head, in_dim=in_dim, n_classes=n_classes, **job.kwargs)
@@ -187,53 +194,54 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
         child.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
-    result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes, cfg,
-                        callbacks=[log_epoch])
+    with EpochProgress(cfg.epochs, f"{job.head} fold {fold['fold']}", cfg.monitor) as progress:
+        result = train_fold(build, [bags[s] for s in fold["train"]], [bags[s] for s in fold["val"]], n_classes,
+                            cfg, callbacks=[log_epoch, progress], objective=objective)
     test = list(fold["test"])
-    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp)
+    pred = predict(result.model, [bags[s] for s in test], cfg.batch_size, device, cfg.amp, objective)
+    outputs = pred.proba
+    if objective is not None:  # the kind's outputs need the training slides' predictions (risk-group cut)
+        trained = predict(result.model, [bags[s] for s in fold["train"]], cfg.batch_size, device, cfg.amp, objective)
+        outputs = job.kind.outputs(pred.proba, trained.proba)
     best = {k: v for k, v in result.history[result.best_epoch].items() if k.startswith("val/")}
     extra = {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     # the best epoch's val/* values are already points of the per-epoch curves: logged again under
     # best/val_<metric>, not as val/<metric> (which would add a stray point to the curves)
     child.log_metrics({**extra, **{f"best/val_{k[4:]}": v for k, v in best.items()}})
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
-    name = fold_name(int(fold["fold"]), int(fold.get("repeat", 0)))
-    with atomic_path(Path(section["models"]) / job.head / f"{name}.pt") as tmp:
+    k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
+    name = fold_name(k, repeat)
+    with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
-                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch}, tmp)
-    for i in range(min(section["n_heatmaps"], len(test))):
+                    "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
+                    "task_kind": job.kind.name if job.kind is not None else "classification",
+                    "objective": {"class": type(objective).__name__, **vars(objective)} if objective else None,
+                    "fold": k, "repeat": repeat, "test": test, "mlflow_run_id": child.run_id,
+                    "provenance": provenance_from_store(data.store, fold["train"][0])}, tmp)
+    n_heatmaps = 0 if data.members else section.n_heatmaps  # patient bags mix slides: no one thumbnail
+    for i in range(min(n_heatmaps, len(test))):
         if not is_informative(pred.attention[i]):
             log.debug("%s %s: no attention heatmap of %s (the head gives no or uniform attention)", job.head, name,
                       test[i])
             continue
-        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i],
-                     data.classes[pred.y_true[i]], f"{job.head} {name}")
+        label = data.classes[pred.y_true[i]] if objective is None else str(np.round(pred.y_true[i], 3).tolist())
+        _log_heatmap(child, data.store, test[i], job.coords[test[i]], pred.attention[i], label, f"{job.head} {name}")
     model_id = None
-    if section["log_model"]:  # linked to the best epoch's train/val metrics, and to the test metrics later
+    if section.log_model and objective is None:  # the served model returns class probabilities
+        # linked to the best epoch's train/val metrics, and to the test metrics later (FoldResult.model_id)
         model_id = child.log_model(BagProbabilities(result.model.cpu()), in_dim, n_classes, child.tracking,
                                    name=f"{job.head}-{name}", step=result.best_epoch, params=head_params(job))
-    return FoldResult(test, pred.y_true, pred.proba, info={**best, **extra}, model_id=model_id)
+    return FoldResult(test, pred.y_true, outputs, info={**best, **extra}, model_id=model_id)
 
 
 def _log_heatmap(run, store, slide_id: str, coords, attention, label: str, method: str) -> None:
-    """Attention over the slide's thumbnail with its top patches; a blank canvas if the slide is unreadable.
+    """Attention percentiles over the slide's thumbnail (the `slidemil heatmap` drawing); blank canvas if unreadable.
 
     ``method`` (e.g. ``abmil fold-0``) and the slide are named in the title."""
-    import numpy as np
+    from slidemil.pipeline.heatmaps import percentiles, slide_heatmap_figure
 
-    from slidemil.core.errors import SlideError
-    from slidemil.pipeline.figures import SlideView, attention_heatmap, read_slide_view
-
-    attrs = store.attrs(slide_id)
-    view = SlideView()
-    if attrs.get("slide_path"):
-        try:
-            view = read_slide_view(attrs["slide_path"], coords, attention, attrs)
-        except (SlideError, KeyError, OSError) as exc:
-            log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, exc)
-    size = attrs.get("patch_size_level0")
-    if not size:  # the grid step is the patch size when tiles do not overlap
-        steps = np.diff(np.unique(np.asarray(coords)[:, 0]))
-        size = float(steps.min()) if steps.size else 256.0
-    fig = attention_heatmap(coords, attention, float(size), view, title=f"{method} · {slide_id} (label {label})")
+    fig, problem = slide_heatmap_figure(store.attrs(slide_id), coords, percentiles(attention),
+                                        title=f"{method} · {slide_id} (label {label})")
+    if problem:
+        log.warning("heatmap of %s drawn without its thumbnail: %s", slide_id, problem)
     run.log_figure(fig, f"heatmaps/{slide_id}.png")

@@ -33,3 +33,8 @@ class UnknownPluginError(SlidemilError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class StaleInputError(SlidemilError):
+    """An input was made from other inputs than the current ones, or by a run that did not finish; the
+    message names the stage to re-run (see ``slidemil.core.provenance``)."""

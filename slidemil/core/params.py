@@ -6,12 +6,10 @@ ranges and enums in the field types, a ``description`` per field that ``--help``
 :class:`ParamsError` naming the dotted key (``train.epocs``) and the closest known key. Whole-number floats
 are accepted for integers (``dvc exp run -S train.epochs=3.0``); booleans must be true/false.
 
-``stage_params`` (defaults given as a nested dict) is the older form, kept while sections move to models.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slidemil.core.errors import ParamsError
 
-TOP_LEVEL_KEYS = ("cohort", "task", "tile", "extract", "split", "train", "probe", "zeroshot", "report", "mlflow")
+TOP_LEVEL_KEYS = ("cohort", "task", "tile", "extract", "split", "train", "probe", "zeroshot", "report", "mlflow",
+                  "deploy", "heatmap")
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
@@ -68,60 +67,6 @@ def apply_override(params: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def stage_params(params: dict[str, Any], section: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Return ``params[section]`` merged onto ``defaults``, validated.
-
-    Raises:
-        ParamsError: naming the unknown key (with the closest known one) or the key whose value has
-            the wrong type.
-    """
-    user = params.get(section) or {}
-    if not isinstance(user, dict):
-        raise ParamsError(f"params section {section!r} must be a mapping, got {type(user).__name__}")
-    return _merge(copy.deepcopy(defaults), user, section)
-
-
-def _merge(defaults: dict[str, Any], user: dict[str, Any], prefix: str) -> dict[str, Any]:
-    for key, value in user.items():
-        dotted = f"{prefix}.{key}"
-        if key not in defaults:
-            raise ParamsError(f"unknown params key {dotted!r}{_did_you_mean(key, defaults)}")
-        default = defaults[key]
-        if isinstance(default, dict) and not default:  # an empty default mapping is free-form
-            if not isinstance(value, dict):
-                raise ParamsError(f"params key {dotted!r} must be a mapping, got {value!r}")
-            defaults[key] = value
-        elif isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ParamsError(f"params key {dotted!r} must be a mapping, got {value!r}")
-            defaults[key] = _merge(default, value, dotted)
-        else:
-            defaults[key] = _check_type(dotted, default, value)
-    return defaults
-
-
-def _check_type(dotted: str, default: Any, value: Any) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ParamsError(f"params key {dotted!r} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, str) and default == "auto" and not isinstance(value, dict):
-        return value
-    if isinstance(default, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(default, list) and isinstance(value, (list, tuple)):
-        return list(value)
-    if not isinstance(value, type(default)):
-        raise ParamsError(
-            f"params key {dotted!r} must be of type {type(default).__name__} (like {default!r}), got {value!r}"
-        )
-    return value
-
-
 def _did_you_mean(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
@@ -142,8 +87,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def read_section(params: dict[str, Any], name: str, model: type[S]) -> S:
+def read_section(params: dict[str, Any], name: str, model: type[S], prefix: str = "") -> S:
     """Validate ``params[name]`` (absent or empty → all defaults) against ``model``.
+
+    ``prefix`` is prepended to ``name`` in messages, for a nested mapping validated on its own (e.g.
+    ``probe.probe_kwargs.`` + ``knn``).
 
     Raises:
         ParamsError: one line per problem, each naming the dotted key (``train.epochs``), what it must be
@@ -153,11 +101,11 @@ def read_section(params: dict[str, Any], name: str, model: type[S]) -> S:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ParamsError(f"params section {name!r} must be a mapping, got {raw!r}")
+        raise ParamsError(f"params section {prefix + name!r} must be a mapping, got {raw!r}")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(validation_message(name, model, exc)) from None
+        raise ParamsError(validation_message(prefix + name, model, exc)) from None
 
 
 def validation_message(name: str, model: type[BaseModel], exc: ValidationError) -> str:
@@ -175,15 +123,17 @@ def validation_message(name: str, model: type[BaseModel], exc: ValidationError) 
             clauses.setdefault(f"unknown params key {dotted!r}{_did_you_mean(loc[-1], known)}", [])
             continue
         dotted = ".".join([name, *_field_path(model, loc)])
-        msg = error["msg"][0].lower() + error["msg"][1:]
-        clauses.setdefault(f"params key {dotted!r}", []).append(msg.removeprefix("input should be "))
+        # pydantic says "<Input|String|List> should <rule>": kept as "must <rule>"
+        subject, should, rule = error["msg"].partition(" should ")
+        msg = rule if should else error["msg"][0].lower() + error["msg"][1:]
+        clauses.setdefault(f"params key {dotted!r}", []).append(msg)
         given[f"params key {dotted!r}"] = error.get("input")
     parts = []
     for head, msgs in clauses.items():
         if not msgs:
             parts.append(head)
         else:
-            parts.append(f"{head} must be {' or '.join(dict.fromkeys(msgs))}, got {given[head]!r}")
+            parts.append(f"{head} must {' or '.join(dict.fromkeys(msgs))}, got {given[head]!r}")
     return "; ".join(parts)
 
 
@@ -192,18 +142,24 @@ def _field_path(model: type[BaseModel], loc: list[str]) -> list[str]:
     path: list[str] = []
     current: type[BaseModel] | None = model
     for part in loc:
-        if current is None or part not in current.model_fields:
+        fields = _keys(current) if current is not None else {}
+        if part not in fields:
             break
         path.append(part)
-        annotation = current.model_fields[part].annotation
+        annotation = fields[part].annotation
         current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     return path or loc[:1]
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """The params keys of ``model`` (a field's alias where it has one, e.g. ``json``) → their FieldInfo."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def section_defaults(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
     """``(dotted key, default, description)`` of every field of ``model``, nested models flattened (for --help)."""
     rows: list[tuple[str, Any, str]] = []
-    for key, field in model.model_fields.items():
+    for key, field in _keys(model).items():
         dotted = f"{prefix}{key}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -217,9 +173,9 @@ def section_defaults(model: type[BaseModel], prefix: str = "") -> list[tuple[str
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
     """Field names of the (nested) model reached by ``loc``; empty if ``loc`` leaves the models."""
     for part in loc:
-        field = model.model_fields.get(part)
+        field = _keys(model).get(part)
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return list(model.model_fields)
+    return list(_keys(model))

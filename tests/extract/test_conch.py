@@ -1,4 +1,4 @@
-"""CONCH v1 equals the original code: outputs on the SPEC §6 synthetic checkpoint vs expected_seed1.npz.
+"""CONCH v1 equals the original code: outputs on the docs/conch.md §6 synthetic checkpoint vs expected_seed1.npz.
 
 The checkpoint is regenerated here (seed 1), saved once as pytorch_model.bin in a temporary folder and loaded
 through ``create_encoder`` like a user's file. Forward passes at 448 px cost seconds on CPU: kept few.
@@ -49,7 +49,7 @@ def encoder(checkpoint_file):
 
 @pytest.fixture(scope="module")
 def inputs():
-    """SPEC §6 inputs: raw448 [2,3,448,448], raw224 [1,3,224,224], three uint8 RGB images."""
+    """docs/conch.md §6 inputs: raw448 [2,3,448,448], raw224 [1,3,224,224], three uint8 RGB images."""
     g2 = torch.Generator().manual_seed(2)
     raw448 = torch.randn(2, 3, 448, 448, generator=g2)
     raw224 = torch.randn(1, 3, 224, 224, generator=g2)
@@ -111,7 +111,7 @@ def test_pil_image_features_and_zero_shot_projection(encoder, inputs, expected):
     batch = torch.stack([encoder.preprocess(Image.fromarray(img.numpy())) for img in inputs[2]])
     features = encoder(batch)
     assert_close(features, expected["pil_image_pc0_norm0"])
-    # MI-Zero path: stored pre-projection features → contrastive space, equals encode_image(x) (SPEC §3.3)
+    # MI-Zero path: stored pre-projection features → contrastive space, equals encode_image(x) (docs/conch.md §3.3)
     assert_close(
         F.normalize(encoder.model.visual.forward_project(features), dim=-1), expected["pil_image_pc1_norm1"]
     )

@@ -1,4 +1,4 @@
-"""CONCH checkpoint loading: strict keys with the allowlist of SPEC §2, wrappers, optional caption pooler.
+"""CONCH checkpoint loading: strict keys with the allowlist of docs/conch.md §2, wrappers, optional caption pooler.
 
 Manipulates the in-memory synthetic state dict (models are built on the meta device and take its
 tensors without a copy, so each case costs no extra 800 MB).
@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from slidemil.extract.conch.checkpoint import (
+from slidemil.extract.conch.checkpoint import conch_from_state_dict, load_conch_model
+from slidemil.extract.conch.synthetic import synthetic_state_dict
+from slidemil.extract.encoders import create_encoder
+from slidemil.extract.encoders.checkpoint import (
     CheckpointError,
     LoadReport,
-    conch_from_state_dict,
-    load_conch_model,
     read_state_dict,
     unwrap_state_dict,
 )
-from slidemil.extract.conch.synthetic import synthetic_state_dict
-from slidemil.extract.encoders import create_encoder
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conch"
 CAPTION_KEYS = 11
@@ -35,7 +34,7 @@ def sd():
 @pytest.fixture(scope="module")
 def raw224_expected():
     g2 = torch.Generator().manual_seed(2)
-    torch.randn(2, 3, 448, 448, generator=g2)  # advance the generator past raw448 (SPEC §6 order)
+    torch.randn(2, 3, 448, 448, generator=g2)  # advance the generator past raw448 (docs/conch.md §6 order)
     raw224 = torch.randn(1, 3, 224, 224, generator=g2)
     return raw224, np.load(DATA / "expected_seed1.npz")["raw224_image_pc0_norm0"]
 

@@ -1,24 +1,16 @@
 """Scale-out: a dask LocalCluster with 2 CPU workers gives the same store as the in-process run."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 from slidemil.extract.store import open_features
 
-_spec = importlib.util.spec_from_file_location("extract_test_helpers", Path(__file__).with_name("test_extraction.py"))
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
 
-
-def test_local_cluster_equals_in_process(tmp_path, real_data):
-    svs = real_data / helpers.SVS
-    slides = {f"s{i}": (svs, helpers.grid(150 * i, 100 * i, 3, 2)) for i in range(3)}
+def test_local_cluster_equals_in_process(tmp_path, svs, kit):
+    slides = {f"s{i}": (svs, kit.grid(150 * i, 100 * i, 3, 2)) for i in range(3)}
     for run in ("inproc", "dask"):
-        helpers.make_tiles(tmp_path / run / "tiles", slides)
-    _, inproc = helpers.run_stage(tmp_path / "inproc")
-    code, dask = helpers.run_stage(tmp_path / "dask", scheduler="local", n_workers=2)
+        kit.make_tiles(tmp_path / run / "tiles", slides)
+    _, inproc = kit.run_stage(tmp_path / "inproc")
+    code, dask = kit.run_stage(tmp_path / "dask", scheduler="local", n_workers=2)
     assert code == 0 and list(dask["status"]) == list(inproc["status"]) == ["ok"] * 3
     a = open_features(tmp_path / "inproc" / "features" / "tiny_test.zarr")
     b = open_features(tmp_path / "dask" / "features" / "tiny_test.zarr")

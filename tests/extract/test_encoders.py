@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from slidemil.core.errors import ParamsError
-from slidemil.extract.conch.checkpoint import CheckpointError
 from slidemil.extract.encoders import create_encoder, list_encoders
+from slidemil.extract.encoders.checkpoint import CheckpointError
 
 # name → (name to build, expected embed_dim, input size); uni_v1 (ViT-L, 300 M params) is slow on CPU
 SWEEP = {
     "tiny_test": ("tiny_test", 64, 64),
+    "nan_test": ("nan_test", 64, 64),  # NaN rows only for blank glass; tested in test_extraction.py
     "resnet50_trunc": ("resnet50_trunc", 1024, 224),
     "timm": ("timm:test_vit", None, None),
     "uni_v1": ("uni_v1", 1024, 224),

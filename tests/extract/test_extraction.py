@@ -19,55 +19,17 @@ import tifffile
 import torch
 
 from slidemil.core.atomic import write_csv
-from slidemil.core.errors import StoreError
+from slidemil.core.errors import ParamsError, StoreError
 from slidemil.extract.encoders import create_encoder
 from slidemil.extract.slide import open_slide
 from slidemil.extract.store import open_features
-from slidemil.extract.tiles import MANIFEST_COLUMNS, params_digest, slide_fingerprint, write_slide_tiles
 from slidemil.pipeline.stages import extract as stage
 
-SVS = "wsi-aperio-svs/CMU-1-Small-Region.svs"
-PATCH = 64
 
-
-def make_tiles(root, slides, digest_extra=""):
-    """A tiles store: {slide_id: (path, coords [N, 2])}; status no_tissue when N == 0."""
-    rows = []
-    for sid, (path, coords) in slides.items():
-        coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
-        status = "ok" if len(coords) else "no_tissue"
-        attrs = {"status": status, "slide_path": str(path), "mpp": 0.499, "mpp_source": "aperio", "level": 0,
-                 "target_mpp": 0.499, "patch_size": PATCH, "patch_size_level0": PATCH, "read_size": PATCH,
-                 "level_downsample": 1.0, "overlap": 0, "slide_fingerprint": slide_fingerprint(path),
-                 "params_digest": params_digest({"patch": PATCH, "x": digest_extra})}
-        write_slide_tiles(root, sid, coords, np.ones(len(coords), np.float32), attrs)
-        rows.append({"slide_id": sid, "status": status, "reason": "" if len(coords) else "no tissue found",
-                     "mpp": 0.499, "mpp_source": "aperio", "level": 0, "n_patches": len(coords),
-                     "tissue_mm2": 1.0, "seconds": 0.1})
-    write_csv(root / "manifest.csv", pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
-
-
-def grid(x0, y0, nx, ny, step=PATCH * 2):
-    return [(x0 + i * step, y0 + j * step) for j in range(ny) for i in range(nx)]
-
-
-def run_stage(tmp_path, force=False, **overrides):
-    section = {"encoder": "tiny_test", "device": "cpu", "batch_size": 4, "num_workers": 2,
-               "tiles": str(tmp_path / "tiles"), "output": str(tmp_path / "features"), **overrides}
-    code = stage.run({"extract": section}, argparse.Namespace(list_encoders=False, force=force))
-    manifest = pd.read_csv(tmp_path / "features" / "manifest.csv", dtype={"slide_id": str}, keep_default_na=False)
-    return code, manifest.set_index("slide_id")
-
-
-@pytest.fixture
-def svs(real_data):
-    return real_data / SVS
-
-
-def test_features_align_with_tiles_and_zero_patch_slide(tmp_path, svs):
-    coords = grid(200, 300, 3, 3)
-    make_tiles(tmp_path / "tiles", {"s1": (svs, coords), "empty": (svs, [])})
-    code, manifest = run_stage(tmp_path)
+def test_features_align_with_tiles_and_zero_patch_slide(tmp_path, svs, kit):
+    coords = kit.grid(200, 300, 3, 3)
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, coords), "empty": (svs, [])})
+    code, manifest = kit.run_stage(tmp_path)
     assert code == 0
     assert manifest.loc["s1", "status"] == "ok" and manifest.loc["s1", "n_patches"] == 9
     assert manifest.loc["empty", "status"] == "no_tissue"
@@ -77,29 +39,53 @@ def test_features_align_with_tiles_and_zero_patch_slide(tmp_path, svs):
     # row i is the encoding of the patch at coords[i] (read independently through OpenSlide)
     encoder = create_encoder("tiny_test")
     with open_slide(svs) as slide:
-        pixels = torch.from_numpy(np.stack([slide.read_region(xy, 0, (PATCH, PATCH)) for xy in coords]))
+        pixels = torch.from_numpy(np.stack([slide.read_region(xy, 0, (kit.patch, kit.patch)) for xy in coords]))
     np.testing.assert_allclose(features, encoder(encoder.prepare_batch(pixels)).numpy(), rtol=1e-4, atol=1e-5)
     empty_features, empty_coords = store.load("empty")
     assert empty_features.shape == (0, 64) and empty_coords.shape == (0, 2)
     attrs = store.attrs("s1")
     assert attrs["encoder_id"] == "tiny_test" and attrs["weights_sha256"] == encoder.weights_sha256
-    assert attrs["preprocess"]["size"] == encoder.input_size and attrs["patch_size"] == PATCH
+    assert attrs["preprocess"]["size"] == encoder.input_size and attrs["patch_size"] == kit.patch
     assert store.attrs("empty")["status"] == "no_tissue"
 
 
-def test_up_to_date_and_recompute_on_encoder_or_tiling_change(tmp_path, svs):
-    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 2)), "s2": (svs, grid(500, 500, 2, 1))})
-    run_stage(tmp_path)
+def test_up_to_date_and_recompute_on_encoder_or_tiling_change(tmp_path, svs, kit):
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(0, 0, 2, 2)), "s2": (svs, kit.grid(500, 500, 2, 1))})
+    kit.run_stage(tmp_path)
     created = open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"]
-    _, manifest = run_stage(tmp_path)
+    _, manifest = kit.run_stage(tmp_path)
     assert set(manifest["reason"]) == {"up to date (not recomputed)"}
     assert open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"] == created
-    _, manifest = run_stage(tmp_path, checkpoint="random:1")  # other weights → recompute all
+    _, manifest = kit.run_stage(tmp_path, checkpoint="random:1")  # other weights → recompute all
     assert set(manifest["reason"]) == {"computed"}
-    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 2)), "s2": (svs, grid(500, 500, 2, 1))},
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(0, 0, 2, 2)), "s2": (svs, kit.grid(500, 500, 2, 1))},
                digest_extra="changed tiling")
-    _, manifest = run_stage(tmp_path, checkpoint="random:1")
+    _, manifest = kit.run_stage(tmp_path, checkpoint="random:1")
     assert set(manifest["reason"]) == {"computed"}
+
+
+def test_stain_normalisation_is_provenance_and_recomputes(tmp_path, svs, kit):
+    from PIL import Image
+
+    with open_slide(svs) as slide:
+        Image.fromarray(slide.read_region((900, 1500), 0, (128, 128))).save(tmp_path / "ref.png")
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(800, 1400, 2, 2))})
+    kit.run_stage(tmp_path)
+    plain = open_features(tmp_path / "features" / "tiny_test.zarr").load("s1")[0]
+    stain = {"method": "macenko", "reference": str(tmp_path / "ref.png")}
+    _, manifest = kit.run_stage(tmp_path, stain_norm=stain)
+    assert set(manifest["reason"]) == {"computed"}  # a new normalisation re-extracts
+    store = open_features(tmp_path / "features" / "tiny_test.zarr")
+    provenance = store.attrs("s1")["preprocess"]["stain_norm"]
+    assert provenance["method"] == "macenko" and provenance["reference"] == "ref.png"
+    assert len(provenance["reference_sha256"]) == 64
+    assert not np.allclose(store.load("s1")[0], plain)
+    _, manifest = kit.run_stage(tmp_path, stain_norm=stain)
+    assert set(manifest["reason"]) == {"up to date (not recomputed)"}
+    _, manifest = kit.run_stage(tmp_path, stain_norm={**stain, "method": "reinhard"})
+    assert set(manifest["reason"]) == {"computed"}
+    with pytest.raises(ParamsError, match="extract.stain_norm.method"):
+        kit.run_stage(tmp_path, stain_norm={**stain, "method": "vahadane"})
 
 
 def corrupt_tiff(tmp_path, svs, tiles):
@@ -118,11 +104,11 @@ def corrupt_tiff(tmp_path, svs, tiles):
     return path
 
 
-def test_corrupt_tile_drops_that_patch(tmp_path, svs):
+def test_corrupt_tile_drops_that_patch(tmp_path, svs, kit):
     path = corrupt_tiff(tmp_path, svs, [1])  # tile (row 0, col 1)
     coords = [(0, 0), (256, 0), (512, 0), (0, 256)]  # (256, 0) lies in the corrupt tile
-    make_tiles(tmp_path / "tiles", {"c": (path, coords)})
-    code, manifest = run_stage(tmp_path)
+    kit.make_tiles(tmp_path / "tiles", {"c": (path, coords)})
+    code, manifest = kit.run_stage(tmp_path)
     assert code == 0 and manifest.loc["c", "status"] == "ok" and "dropped 1" in manifest.loc["c", "reason"]
     store = open_features(tmp_path / "features" / "tiny_test.zarr")
     features, kept = store.load("c")
@@ -132,11 +118,11 @@ def test_corrupt_tile_drops_that_patch(tmp_path, svs):
     assert [(d["row"], d["x"], d["y"]) for d in dropped] == [(1, 256, 0)]
 
 
-def test_slide_unreadable_after_tiling_fails_with_a_warning(tmp_path, svs, caplog):
+def test_slide_unreadable_after_tiling_fails_with_a_warning(tmp_path, svs, caplog, kit):
     path = corrupt_tiff(tmp_path, svs, [0, 1])
-    make_tiles(tmp_path / "tiles", {"c": (path, [(0, 0), (256, 0)]), "good": (svs, grid(0, 0, 2, 1))})
+    kit.make_tiles(tmp_path / "tiles", {"c": (path, [(0, 0), (256, 0)]), "good": (svs, kit.grid(0, 0, 2, 1))})
     with caplog.at_level(logging.WARNING, logger="slidemil.pipeline.stages.extract"):
-        code, manifest = run_stage(tmp_path)
+        code, manifest = kit.run_stage(tmp_path)
     assert code == 0 and manifest.loc["good", "status"] == "ok"
     assert manifest.loc["c", "status"] == "failed"
     assert manifest.loc["c", "reason"].startswith(f"all 2 patches unreadable: {path}")  # + the first error
@@ -157,62 +143,45 @@ def test_extract_before_tile_stops_before_building_the_encoder(tmp_path, caplog,
     assert not [r for r in caplog.records if "SYNTHETIC" in r.getMessage()]
 
 
-def test_force_recomputes_up_to_date_slides(tmp_path, svs):
-    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 2, 1))})
-    run_stage(tmp_path)
+def test_force_recomputes_up_to_date_slides(tmp_path, svs, kit):
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(0, 0, 2, 1))})
+    kit.run_stage(tmp_path)
     created = open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"]
-    _, manifest = run_stage(tmp_path, force=True)
+    _, manifest = kit.run_stage(tmp_path, force=True)
     assert manifest.loc["s1", "reason"] == "computed"
     assert open_features(tmp_path / "features" / "tiny_test.zarr").attrs("s1")["created"] > created
-    _, manifest = run_stage(tmp_path)
+    _, manifest = kit.run_stage(tmp_path)
     assert manifest.loc["s1", "reason"] == "up to date (not recomputed)"
 
 
-def test_level_colour_warning_logged_once_per_slide(tmp_path, real_data, caplog):
+def test_level_colour_warning_logged_once_per_slide(tmp_path, real_data, caplog, kit):
     dicom = real_data / "wsi-derived-cmu1/dicom/1.2.826.0.1.3680043.8.498.9899136569992917906874156422226849724.dcm"
-    make_tiles(tmp_path / "tiles", {"d": (dicom, grid(0, 0, 4, 2))})
+    kit.make_tiles(tmp_path / "tiles", {"d": (dicom, kit.grid(0, 0, 4, 2))})
     with caplog.at_level(logging.WARNING, logger="slidemil.extract.slide"):
-        code, manifest = run_stage(tmp_path, num_workers=2, batch_size=2)  # 2 reader threads, 2 handles
+        code, manifest = kit.run_stage(tmp_path, num_workers=2, batch_size=2)  # 2 reader threads, 2 handles
     assert code == 0 and manifest.loc["d", "status"] == "ok"
     messages = [r.getMessage() for r in caplog.records if "disagrees in colour" in r.getMessage()]
     assert len(messages) == 4 and len(set(messages)) == 4  # levels 1-4 dropped, each said once
 
 
-def test_non_finite_features_fail_the_slide(tmp_path, svs, monkeypatch):
-    make_tiles(tmp_path / "tiles", {"good": (svs, grid(0, 0, 2, 1)), "bad": (svs, grid(600, 600, 2, 1))})
-    real_call = type(create_encoder("tiny_test")).__call__
-
-    def nan_for_bad(self, x):
-        out = real_call(self, x)
-        return out * float("nan") if float(x.mean()) < 10 and self._poison else out
-
-    import slidemil.extract.distributed as dist
-
-    monkeypatch.setattr(dist, "_ENCODERS", {})
-    encoder_cls = type(create_encoder("tiny_test"))
-    monkeypatch.setattr(encoder_cls, "_poison", False, raising=False)
-    monkeypatch.setattr(encoder_cls, "__call__", nan_for_bad)
-    original = dist.run_slide
-
-    def poisoned(job, config, encoder, **kw):
-        encoder._poison = job.slide_id == "bad"
-        return original(job, config, encoder, **kw)
-
-    monkeypatch.setattr(dist, "run_slide", poisoned)
-    code, manifest = run_stage(tmp_path)
-    assert manifest.loc["bad", "status"] == "failed" and "non-finite" in manifest.loc["bad", "reason"]
+def test_non_finite_features_fail_the_slide(tmp_path, svs, kit):
+    """nan_test emits NaN on blank glass: the slide with a glass patch fails, the all-tissue one is stored."""
+    kit.make_tiles(tmp_path / "tiles", {"good": (svs, kit.grid(1100, 900, 2, 1)), "bad": (svs, kit.grid(0, 0, 2, 1))})
+    code, manifest = kit.run_stage(tmp_path, encoder="nan_test")
+    assert manifest.loc["bad", "status"] == "failed"
+    assert manifest.loc["bad", "reason"].startswith("encoder produced non-finite features for 2 patches (tile rows [0, 1])")
     assert manifest.loc["good", "status"] == "ok" and code == 0
-    assert open_features(tmp_path / "features" / "tiny_test.zarr").slide_ids == ["good"]
-    code, _ = run_stage(tmp_path, fail_if="any_failed")
+    assert open_features(tmp_path / "features" / "nan_test.zarr").slide_ids == ["good"]
+    code, _ = kit.run_stage(tmp_path, encoder="nan_test", fail_if="any_failed")
     assert code == 1
 
 
-def test_skipped_tiles_are_reported(tmp_path, svs):
-    make_tiles(tmp_path / "tiles", {"s1": (svs, grid(0, 0, 1, 1))})
+def test_skipped_tiles_are_reported(tmp_path, svs, kit):
+    kit.make_tiles(tmp_path / "tiles", {"s1": (svs, kit.grid(0, 0, 1, 1))})
     manifest = pd.read_csv(tmp_path / "tiles" / "manifest.csv", dtype={"slide_id": str}, keep_default_na=False)
     extra = {"slide_id": "broken", "status": "failed", "reason": "unreadable file"}
     write_csv(tmp_path / "tiles" / "manifest.csv", pd.concat([manifest, pd.DataFrame([extra])]))
-    _, out = run_stage(tmp_path)
+    _, out = kit.run_stage(tmp_path)
     assert out.loc["broken", "status"] == "skipped" and "unreadable file" in out.loc["broken", "reason"]
     shutil.rmtree(tmp_path / "features")
 
@@ -246,16 +215,16 @@ def start_slow_run(tmp_path, sleep):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
-def three_slides(tmp_path, svs):
-    slides = {f"s{i}": (svs, grid(100 * i, 200 * i, 4, 2)) for i in range(1, 4)}
-    make_tiles(tmp_path / "tiles", slides)
+def three_slides(tmp_path, svs, kit):
+    slides = {f"s{i}": (svs, kit.grid(100 * i, 200 * i, 4, 2)) for i in range(1, 4)}
+    kit.make_tiles(tmp_path / "tiles", slides)
     return slides
 
 
-def reference_store(tmp_path, svs):
+def reference_store(tmp_path, svs, kit):
     ref = tmp_path / "ref"
-    three_slides(ref, svs)
-    run_stage(ref)
+    three_slides(ref, svs, kit)
+    kit.run_stage(ref)
     return open_features(ref / "features" / "tiny_test.zarr")
 
 
@@ -266,8 +235,8 @@ def assert_same_store(store, ref):
             np.testing.assert_array_equal(got, want)
 
 
-def test_sigkill_mid_slide_then_resume(tmp_path, svs):
-    three_slides(tmp_path, svs)
+def test_sigkill_mid_slide_then_resume(tmp_path, svs, kit):
+    three_slides(tmp_path, svs, kit)
     zarr_path = tmp_path / "features" / "tiny_test.zarr"
     proc = start_slow_run(tmp_path, sleep=0.4)  # 4 batches per slide: ~1.6 s per slide
     deadline = time.monotonic() + 120
@@ -280,17 +249,17 @@ def test_sigkill_mid_slide_then_resume(tmp_path, svs):
     store = open_features(zarr_path)
     assert store.slide_ids == ["s1"]  # no partial group of s2
     created = store.attrs("s1")["created"]
-    _, manifest = run_stage(tmp_path)  # the dead writer's lock is broken
+    _, manifest = kit.run_stage(tmp_path)  # the dead writer's lock is broken
     assert manifest.loc["s1", "reason"] == "up to date (not recomputed)"
     assert manifest.loc["s2", "reason"] == manifest.loc["s3", "reason"] == "computed"
     store = open_features(zarr_path)
     assert store.attrs("s1")["created"] == created
-    assert_same_store(store, reference_store(tmp_path, svs))
+    assert_same_store(store, reference_store(tmp_path, svs, kit))
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_share_the_store(tmp_path, svs):
-    three_slides(tmp_path, svs)
+def test_two_runs_at_once_share_the_store(tmp_path, svs, kit):
+    three_slides(tmp_path, svs, kit)
     procs = [start_slow_run(tmp_path, sleep=0.2) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
@@ -298,10 +267,10 @@ def test_two_runs_at_once_share_the_store(tmp_path, svs):
     for sid in ("s1", "s2", "s3"):
         reasons = [row["reason"] for rows in runs for row in rows if row["slide_id"] == sid]
         assert sorted(reasons) == ["computed", "up to date (not recomputed)"], (sid, reasons)  # computed once
-    assert_same_store(open_features(tmp_path / "features" / "tiny_test.zarr"), reference_store(tmp_path, svs))
+    assert_same_store(open_features(tmp_path / "features" / "tiny_test.zarr"), reference_store(tmp_path, svs, kit))
 
 
-def test_device_preprocessing_matches_pil_reference(svs):
+def test_device_preprocessing_matches_pil_reference(svs, kit):
     """uint8 → prepare_batch gives features within cosine 0.999 of the PIL reference path (and CONCH's
     448-px bicubic geometry gives near-identical tensors)."""
     from PIL import Image
@@ -315,7 +284,7 @@ def test_device_preprocessing_matches_pil_reference(svs):
     )
 
     with open_slide(svs) as slide:
-        patches = np.stack([slide.read_region(xy, 0, (512, 512)) for xy in grid(100, 100, 3, 2, step=512)])
+        patches = np.stack([slide.read_region(xy, 0, (512, 512)) for xy in kit.grid(100, 100, 3, 2, step=512)])
     encoder = create_encoder("tiny_test")
     ref = encoder(torch.stack([encoder.preprocess(Image.fromarray(p)) for p in patches]))
     dev = encoder(encoder.prepare_batch(torch.from_numpy(patches)))

@@ -10,6 +10,8 @@ import tifffile
 from PIL import Image
 
 from slidemil.core.errors import ParamsError
+from slidemil.core.params import read_section
+from slidemil.extract.sections import TileSection
 from slidemil.extract.slide import open_slide
 from slidemil.extract.tiles import open_tiles
 from slidemil.pipeline.stages import tile
@@ -47,12 +49,15 @@ def real_run(real_data, tmp_path_factory):
 def test_every_real_slide_gets_the_right_status(real_run):
     _, code, manifest = real_run
     assert code == 0
-    assert list(manifest.columns) == ["status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2", "seconds"]
+    assert list(manifest.columns) == ["status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2",
+                                      "tissue_method", "seconds"]
     assert len(manifest) == len(REAL) + 2
     status = manifest["status"].to_dict()
     assert status["camelyon"] == "failed"
     assert "finer than the scan (28.97 µm/px)" in manifest.loc["camelyon", "reason"]
     assert status["ndpi_fluo"] == "ok"  # fluorescence: brightness threshold, no crash
+    assert manifest.loc["ndpi_fluo", "tissue_method"] == "brightness"  # tile.tissue.method auto says what it chose
+    assert manifest.loc["svs", "tissue_method"] == "od"
     assert status["os1_crop"] == "skipped" and "smaller than one patch" in manifest.loc["os1_crop", "reason"]
     assert status["roi_blank"] == "no_tissue" and manifest.loc["roi_blank", "n_patches"] == 0
     assert status["missing"] == "failed" and "not found" in manifest.loc["missing", "reason"]
@@ -71,6 +76,8 @@ def test_tiles_store_contract(real_run, real_data):
     assert store.slide_ids == ["dicom_series", "ndpi_fluo", "ome_pyramid", "pyramid", "svs"]
     coords, fractions = store.load("svs")
     attrs = store.attrs("svs")
+    assert attrs["tissue"]["method"] == "auto" and attrs["tissue"]["method_used"] == "od"
+    assert min(attrs["tissue"]["background_rgb"]) > 230  # CMU-1's glass, estimated from the slide
     assert coords.dtype == np.int64 and coords.shape[1] == 2 and fractions.dtype == np.float32
     assert (fractions >= 0.25).all() and (fractions <= 1).all()
     assert attrs["patch_size_level0"] == round(512 * 0.5 / 0.499) and attrs["read_size"] == 513
@@ -148,7 +155,19 @@ def test_exit_status_when_no_slide_succeeds(tmp_path):
     assert code == 1 and manifest.loc["a", "status"] == "failed"
 
 
-@pytest.mark.parametrize(("key", "value"), [("overlap", 512), ("fail_if", "sometimes"), ("min_tissue_fraction", 1.5)])
-def test_bad_params_are_named(key, value):
-    with pytest.raises(ParamsError, match=f"tile.{key}"):
-        tile.validate({**tile.DEFAULTS, key: value})
+@pytest.mark.parametrize(("key", "value", "must_be"), [
+    ("overlap", 512, "smaller than patch_size"), ("fail_if", "sometimes", "'all_failed' or 'any_failed'"),
+    ("min_tissue_fraction", 1.5, "less than or equal to 1"), ("mpp_range", [5.0, 1.0], "0 < low < high"),
+    ("tissue", {"otsu": "yes"}, "boolean"), ("tissue", {"max_threshold": 5}, "at least min_threshold"),
+])
+def test_bad_params_are_named(key, value, must_be):
+    with pytest.raises(ParamsError, match=f"'tile.{key}.*' must be .*{must_be}"):
+        tile.run({"tile": {key: value}}, argparse.Namespace(force=False))
+
+
+def test_whole_number_floats_are_integers_and_the_digest_is_stable():
+    """`dvc exp run -S tile.patch_size=512.0` works, and the resume key of the default section is stable
+    (pinned: it changed once, on purpose, when the optical-density tissue method and its keys came in)."""
+    section = read_section({"tile": {"patch_size": 512.0}}, "tile", TileSection)
+    assert section.patch_size == 512 and isinstance(section.patch_size, int)
+    assert section.digest(None) == TileSection().digest(None) == "499e4e095106f3e1"

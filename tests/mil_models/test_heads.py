@@ -130,3 +130,48 @@ def test_gradients_reach_every_parameter(name):
     loss.backward()
     missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"{name}: no gradient reaches {missing}"
+
+
+#: the raw-output sizes of the three task kinds: classes, discrete-time survival bins, one output (Cox, regression)
+KIND_OUTPUTS = {"classification": 3, "survival_nll": 4, "cox_or_regression": 1}
+#: parameters only the classification auxiliary losses use (no label is given for survival / regression)
+CLASS_ONLY = ("instance_classifiers",)
+
+
+def _kind_loss(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    import numpy as np
+
+    from slidemil.pipeline.kinds.objectives import CoxLoss, DiscreteTimeNLL, StandardisedRegression
+
+    y = np.array([[2.0, 1], [5.0, 0], [9.0, 1]])
+    if kind == "survival_nll":
+        objective = DiscreteTimeNLL(y, 4)
+    elif kind == "cox_or_regression":
+        return CoxLoss().loss(logits, CoxLoss().target_tensor(y)) + \
+            StandardisedRegression(y[:, 0]).loss(logits, StandardisedRegression(y[:, 0]).target_tensor(y[:, 0]))
+    else:
+        return F.cross_entropy(logits, torch.tensor([0, 1, 2]))
+    return objective.loss(logits, objective.target_tensor(y))
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_OUTPUTS))
+@pytest.mark.parametrize("name", HEADS)
+def test_every_head_serves_every_task_kind(name, kind):
+    """Shape, padding invariance and gradient of each head with the raw-output size of each task kind."""
+    torch.set_num_threads(1)
+    n_out = KIND_OUTPUTS[kind]
+    torch.manual_seed(0)
+    head = create_mil_model(name, IN_DIM, n_out, hidden_dim=32).eval()
+    bags = _bags((8, 20, 5))
+    x, mask = pad_bags(bags)
+    with torch.no_grad():
+        batched = head(x, mask)["logits"]
+        single = torch.cat([head(bag.unsqueeze(0))["logits"] for bag in bags])
+    assert batched.shape == (3, n_out)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    head.train()
+    loss = _kind_loss(kind, head(x, mask)["logits"])
+    loss.backward()
+    missing = [n for n, p in head.named_parameters()
+               if (p.grad is None or not p.grad.abs().sum() > 0) and not n.startswith(CLASS_ONLY)]
+    assert torch.isfinite(loss) and not missing, f"{name}/{kind}: no gradient reaches {missing}"

@@ -72,10 +72,15 @@ class ProjectHelpers:
         (root / "params.yaml").write_text(
             "cohort: cohort.csv\ntask: {label: label, classes: [benign, tumor]}\n"
             f"mlflow: {{tracking_uri: 'sqlite:///{root}/mlflow.db'}}\n"
-            "probe: {n_bootstrap: 50, c_grid: [0.01, 1.0], knn_k: 3}\nzeroshot: {n_bootstrap: 50, topk: [1, 2]}\n"
+            "probe: {n_bootstrap: 50, probe_kwargs: {linear: {c_grid: [0.01, 1.0]}, knn: {n_neighbors: 3}}}\n"
+            "zeroshot: {n_bootstrap: 50, topk: [1, 2]}\n"
             "report: {n_bootstrap: 200}\n"
         )
         return slide_ids, labels
+
+    def write_mlflow_store(self, root) -> None:
+        """An empty MLflow store at ``root/mlflow.db``."""
+        shutil.copyfile(self.blank_db, root / "mlflow.db")
 
     @staticmethod
     def run_stage(name, overrides=(), **options):

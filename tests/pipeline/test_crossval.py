@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from slidemil.core.errors import StoreError
 from slidemil.pipeline.crossval import FoldResult, Tracking, cross_validate
 from slidemil.pipeline.data import load_method_data
-from slidemil.pipeline.task_kinds import create_task_kind
+from slidemil.pipeline.task_kinds import Bootstrap, create_task_kind
 from slidemil.splits.task import Task
 
 NAN_SLIDE = "s03"  # a test slide of fold 0 only (its features are NaN)
@@ -69,8 +69,8 @@ def _loop(project, fold_fn, **kwargs):
     data = load_method_data("data/features/conch_v1.zarr", "data/splits.json")
     kind = create_task_kind(Task("label", ("benign", "tumor"), False), data)
     tracking = Tracking("label: benign vs tumor", f"sqlite:///{project}/mlflow.db", {"probe": {"seed": 0}})
-    return data, cross_validate("probe", "fake", data, fold_fn, kind=kind, tracking=tracking, n_bootstrap=0,
-                                seed=0, **kwargs)
+    return data, cross_validate("probe", "fake", data, fold_fn, kind=kind, tracking=tracking, bootstrap=Bootstrap(0),
+                                **kwargs)
 
 
 def test_fold_records_put_chosen_before_and_info_after_the_metrics(project):

@@ -3,9 +3,7 @@
 import pytest
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import apply_override, load_params, stage_params
-
-DEFAULTS = {"target_mpp": 0.5, "patch_size": 512, "pen_filter": True, "name": "x", "tissue": {"mask_mpp": 8.0}, "ks": [1, 5]}
+from slidemil.core.params import apply_override, load_params
 
 
 def test_override_parses_yaml_scalars_and_creates_sections():
@@ -22,28 +20,6 @@ def test_malformed_override_is_rejected(bad):
         apply_override({}, bad)
 
 
-def test_stage_params_merges_onto_defaults():
-    out = stage_params({"tile": {"patch_size": 256, "tissue": {"mask_mpp": 4}}}, "tile", DEFAULTS)
-    assert out["patch_size"] == 256 and out["target_mpp"] == 0.5
-    assert out["tissue"] == {"mask_mpp": 4.0} and isinstance(out["tissue"]["mask_mpp"], float)
-    assert DEFAULTS["patch_size"] == 512  # defaults are not mutated
-
-
-def test_misspelled_key_names_the_closest_known_key():
-    with pytest.raises(ParamsError, match=r"'tile\.patch_sise'.*did you mean 'patch_size'"):
-        stage_params({"tile": {"patch_sise": 256}}, "tile", DEFAULTS)
-    with pytest.raises(ParamsError, match=r"tile\.tissue\.mask_mp"):
-        stage_params({"tile": {"tissue": {"mask_mp": 4}}}, "tile", DEFAULTS)
-
-
-@pytest.mark.parametrize(
-    "key,value", [("patch_size", "big"), ("pen_filter", "yes"), ("tissue", 3), ("ks", 5), ("name", 3)]
-)
-def test_wrong_types_are_rejected(key, value):
-    with pytest.raises(ParamsError, match=key):
-        stage_params({"tile": {key: value}}, "tile", DEFAULTS)
-
-
 def test_load_params_rejects_unknown_top_level_and_missing_file(tmp_path):
     (tmp_path / "params.yaml").write_text("tile: {}\ntrian: {}\n")
     with pytest.raises(ParamsError, match="did you mean 'train'"):
@@ -56,19 +32,6 @@ def test_load_params_applies_overrides(tmp_path):
     (tmp_path / "params.yaml").write_text("cohort: demo/cohort.csv\ntile:\n  target_mpp: 0.5\n")
     params = load_params(tmp_path / "params.yaml", ["tile.target_mpp=2", "cohort=other.csv"])
     assert params == {"cohort": "other.csv", "tile": {"target_mpp": 2}}
-
-
-def test_auto_is_only_accepted_where_the_default_is_auto():
-    with pytest.raises(ParamsError, match="patch_size"):
-        stage_params({"tile": {"patch_size": "auto"}}, "tile", DEFAULTS)
-    assert stage_params({"x": {"batch_size": 16}}, "x", {"batch_size": "auto"})["batch_size"] == 16
-
-
-def test_empty_mapping_default_is_free_form():
-    out = stage_params({"train": {"head_kwargs": {"abmil": {"dropout": 0.25}}}}, "train", {"head_kwargs": {}})
-    assert out["head_kwargs"] == {"abmil": {"dropout": 0.25}}
-    with pytest.raises(ParamsError, match="mapping"):
-        stage_params({"train": {"head_kwargs": 3}}, "train", {"head_kwargs": {}})
 
 
 def test_cli_rejects_a_typo_in_a_later_stage_before_any_work(tmp_path, monkeypatch, caplog):
@@ -137,3 +100,78 @@ def test_section_defaults_flatten_nested_models_for_help():
     rows = {key: (default, text) for key, default, text in section_defaults(_models())}
     assert rows["tissue.mask_mpp"] == (8.0, "µm/px of the tissue mask")
     assert rows["patch_size"][0] == 512
+
+
+# --- the project's sections ----------------------------------------------------------------------
+
+def _project_sections():
+    from slidemil.pipeline.stages import probe, report, split, train, zeroshot
+    from slidemil.pipeline.tracking import MlflowSection
+    from slidemil.splits.task import TaskSection
+
+    return {"task": TaskSection, "split": split.SECTION, "train": train.SECTION, "probe": probe.SECTION,
+            "zeroshot": zeroshot.SECTION, "report": report.SECTION, "mlflow": MlflowSection}
+
+
+def test_every_section_field_is_described_and_the_repo_params_validate():
+    from pathlib import Path
+
+    from slidemil.core.params import read_section, section_defaults
+    from slidemil.pipeline.cli import validate_sections
+
+    for name, model in _project_sections().items():
+        undescribed = [key for key, _, text in section_defaults(model) if not text]
+        assert not undescribed, f"{name}: {undescribed}"
+        model()  # the defaults are valid
+    params = load_params(Path(__file__).parents[2] / "params.yaml")
+    validate_sections(params)
+    assert read_section(params, "probe", _project_sections()["probe"]).options("knn").n_neighbors == 5
+
+
+def test_whole_number_floats_as_dvc_writes_them_and_strict_booleans(tmp_path):
+    from slidemil.core.params import read_section
+    from slidemil.pipeline.cli import validate_sections
+
+    (tmp_path / "params.yaml").write_text("train: {epochs: 20}\n")
+    params = load_params(tmp_path / "params.yaml", ["train.epochs=3.0", "split.n_folds=4.0", "zeroshot.topk=[1.0, 5]"])
+    validate_sections(params)
+    section = read_section(params, "train", _project_sections()["train"])
+    assert section.epochs == 3 and isinstance(section.epochs, int)
+    assert read_section(params, "zeroshot", _project_sections()["zeroshot"]).topk == [1, 5]
+    for override, match in [("train.epochs=3.5", r"'train\.epochs'.*3\.5"),
+                            ("train.amp=1", r"'train\.amp' must be a valid boolean, got 1"),
+                            ("train.monitor=val/acc", r"'train\.monitor'.*'val/auroc' or 'val/loss'"),
+                            ("split.val_fraction=1", r"'split\.val_fraction'.*less than 1"),
+                            ("task.ordered=1", r"'task\.ordered'"),
+                            ("probe.pooling=median", r"'probe\.pooling'"),
+                            ("train.device=gpu", r"'train\.device'")]:
+        with pytest.raises(ParamsError, match=match):
+            validate_sections(load_params(tmp_path / "params.yaml", [override]))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("probe.probe_kwargs.knn.k=3", r"unknown params key 'probe\.probe_kwargs\.knn\.k'; known keys: n_neighbors"),
+    ("probe.probe_kwargs.linear.c_grid=[0.1, -1]", r"'probe\.probe_kwargs\.linear\.c_grid' must be greater than 0, got -1"),
+    ("probe.probe_kwargs.lineer.c_grid=[1]", r"unknown probe\(s\) \['lineer'\]"),
+    ("probe.probes=[linear, svm]", r"unknown probe\(s\) \['svm'\]"),
+    ("split.seeds=[1, 1]", "distinct"),
+])
+def test_probe_options_and_cross_field_rules_are_checked_up_front(tmp_path, override, match):
+    from slidemil.pipeline.cli import validate_sections
+
+    (tmp_path / "params.yaml").write_text("task: {label: label}\n")
+    with pytest.raises(ParamsError, match=match):
+        validate_sections(load_params(tmp_path / "params.yaml", [override]))
+
+
+def test_help_lists_keys_defaults_and_descriptions_from_the_models(capsys):
+    from slidemil.pipeline.cli import build_parser
+
+    for stage, expected in [("train", ["epochs = 20", "maximum training epochs per fold", "head_kwargs = {}"]),
+                            ("probe", ["probe_kwargs.knn.n_neighbors = 20", "probe_kwargs.linear.class_weight"]),
+                            ("report", ["json = 'reports/metrics.json'"]),
+                            ("tile", ["target_mpp = 0.5", "tissue.method = 'auto'"])]:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([stage, "--help"])
+        out = capsys.readouterr().out
+        assert all(text in out for text in expected), (stage, out[-800:])

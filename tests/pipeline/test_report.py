@@ -9,7 +9,7 @@ import pytest
 
 from slidemil.core.errors import SlidemilError
 from slidemil.pipeline.compare import holm_adjust
-from slidemil.pipeline.evaluation import finish_method, fold_test_metrics, predictions_table
+from slidemil.pipeline.evaluation import Scoring, finish_method, fold_test_metrics, predictions_table
 from slidemil.pipeline.report import (
     SYNTHETIC_BANNER,
     best_method,
@@ -34,7 +34,7 @@ def write_method(stage, name, signal, seed, n_folds=3, per_fold=12):
         ids = [f"s{k}-{i:02d}" for i in range(y.size)]
         tables.append(predictions_table(ids, ids, y, proba, CLASSES, fold=k))
         folds.append({"fold": k, "repeat": 0, "status": "ok", **fold_test_metrics(y, proba)})
-    return finish_method(stage, name, pd.concat(tables, ignore_index=True), CLASSES, folds, n_bootstrap=30)
+    return finish_method(stage, name, pd.concat(tables, ignore_index=True), folds, Scoring(CLASSES, n_bootstrap=30))
 
 
 @pytest.fixture
@@ -219,3 +219,14 @@ def test_compare_to_best_pairs_on_shared_slides():
 def test_placeholder_weights_are_synthetic_or_random():
     weights = {"a.zarr": "synthetic:1", "b.zarr": "random:0", "c.zarr": "ab" * 32}
     assert placeholder_stores(weights) == {"a.zarr": "synthetic:1", "b.zarr": "random:0"}
+
+
+def test_method_failed_on_every_fold_is_reported_not_a_crash(project, helpers, caplog):
+    """A probe whose folds all failed leaves an empty predictions table: the report names it, no EmptyDataError."""
+    folds = [{"fold": k, "repeat": 0, "status": "failed", "reason": "one class in train"} for k in range(3)]
+    finish_method("probe", "linear", pd.DataFrame(), folds, Scoring(CLASSES, n_bootstrap=30))
+    assert (project / "predictions/probe@linear.csv").read_text().strip() == ""
+    assert helpers.run_stage("report") == 0
+    report = json.loads((project / "reports/metrics.json").read_text())
+    assert report["best_method"] == "train@abmil"
+    assert "probe@linear: predictions table" in caplog.text and "no rows" in caplog.text

@@ -173,3 +173,24 @@ def test_repo_root_of_a_temporary_dvc_experiment_is_the_original_repo(tmp_path, 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert repo_root() == tmp_path
     assert tracking_uri("") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_large_models_and_feature_stores_are_not_logged(project, caplog):
+    """A model above mlflow.max_model_mb and a feature store never reach MLflow; a warning says so."""
+    store = project / "data/features/conch_v1.zarr"
+    store.mkdir(parents=True)
+    (project / "features.h5").write_bytes(b"\0" * 10)
+    (project / "small.csv").write_text("a\n1\n")
+    big = torch.nn.Linear(600, 600)  # 600 × 601 float32 ≈ 1.38 MB
+    with parent_run("train", "abmil", {}, {}, experiment="label", max_model_mb=1.0) as parent:
+        with parent.fold_run(0) as child:
+            child.log_model(big, in_dim=600, n_outputs=600, tracking=parent.tracking)
+            child.log_model(_Bag(), in_dim=4, n_outputs=2, tracking=parent.tracking)
+        for path in (store, project / "features.h5", project / "small.csv"):
+            parent.log_artifact(path)
+    assert "model of 1 MB not logged to MLflow (mlflow.max_model_mb=1.0)" in caplog.text
+    assert caplog.text.count("folders and feature stores stay on disk") == 2
+    client = MlflowClient(tracking_uri(root=project))
+    exp = client.get_experiment_by_name("label")
+    assert len(client.search_logged_models([exp.experiment_id])) == 1  # only the small one
+    assert [a.path for a in client.list_artifacts(parent.run_id)] == ["small.csv"]

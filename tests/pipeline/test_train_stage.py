@@ -88,6 +88,9 @@ def test_train_stage_end_to_end(project, real_data):
         assert len(pd.read_csv(project / f"plots/train@{head}/confusion.csv")) == N_SLIDES
         state = torch.load(project / f"models/{head}/fold-2.pt", weights_only=False)
         assert state["classes"] == ["benign", "tumor"] and state["in_dim"] == DIM
+        provenance = state["provenance"]  # what deploy re-tiles and re-encodes new cohorts with
+        assert provenance["embed_dim"] == DIM and provenance["encoder_id"] and set(provenance["tiling"]) >= {
+            "target_mpp", "patch_size", "overlap", "tissue", "params_digest", "mpp_override"}
 
     client = MlflowClient(tracking_uri(root=project))
     exp = client.get_experiment_by_name("diagnosis: benign vs tumor")

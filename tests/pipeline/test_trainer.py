@@ -211,3 +211,18 @@ def test_bucketed_batches_keep_a_sampled_order_and_repeat_for_a_seed():
     assert first[:3] in a and first[3:] in a
     assert length_bucketed_batches(order, lengths, 3, 0, torch.Generator()) == [order[i : i + 3].tolist()
                                                                                  for i in (0, 3, 6, 9)]
+
+
+def test_epoch_progress_bar_shows_the_monitored_metric(data):
+    import io
+
+    from slidemil.pipeline.trainer import EpochProgress
+
+    train, val = data
+    cfg = TrainConfig(epochs=3, lr=2e-3, batch_size=4, max_instances=10, patience=0, seed=3)
+    out = io.StringIO()
+    with EpochProgress(cfg.epochs, "abmil fold 0", cfg.monitor, file=out) as progress:
+        result = train_fold(_abmil, train, val, 2, cfg, callbacks=[progress])
+    text = out.getvalue()
+    assert "abmil fold 0" in text and "3/3" in text
+    assert f"val/auroc={result.history[-1]['val/auroc']:.3f}" in text

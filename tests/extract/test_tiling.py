@@ -1,0 +1,53 @@
+"""tile_slide: the pure tiling of one slide over the validated `tile:` section (the stage only stores it)."""
+
+import numpy as np
+import pytest
+
+from slidemil.core.errors import ParamsError, SlideError
+from slidemil.core.hashing import file_fingerprint
+from slidemil.core.params import read_section
+from slidemil.extract.sections import ExtractSection, TileSection
+from slidemil.extract.tiling import tile_slide
+
+
+def test_tile_slide_returns_everything_and_writes_nothing(svs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TileSection(patch_size=256)
+    result = tile_slide(svs, config)
+    assert list(tmp_path.iterdir()) == []
+    assert result.status == "ok" and result.coords.dtype == np.int64 and result.coords.shape[1] == 2
+    assert len(result.coords) == len(result.tissue_fraction) == result.row()["n_patches"] > 0
+    assert result.tissue_fraction.min() >= config.min_tissue_fraction
+    attrs = result.attrs
+    assert ((result.coords - result.coords.min(axis=0)) % attrs["stride_level0"] == 0).all()  # one grid
+    assert attrs["params_digest"] == config.digest(None) and attrs["slide_fingerprint"] == file_fingerprint(svs)
+    assert attrs["tissue"]["method_used"] == "od" and attrs["mpp_source"] != "override"
+    assert result.qc_png[:8] == b"\x89PNG\r\n\x1a\n"
+    overridden = tile_slide(svs, config, mpp_override=0.25)
+    assert overridden.attrs["mpp"] == 0.25 and overridden.attrs["params_digest"] == config.digest(0.25)
+    assert overridden.attrs["params_digest"] != attrs["params_digest"]
+
+
+def test_tile_slide_raises_slide_errors(tmp_path):
+    bad = tmp_path / "x.svs"
+    bad.write_bytes(b"not a slide")
+    with pytest.raises(SlideError):
+        tile_slide(bad, TileSection())
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"batch_size": 0}, "'extract.batch_size' must be greater than or equal to 1 or be 'auto', got 0"),
+    ({"scheduler": "yarn"}, "'extract.scheduler' must be none, local or a scheduler address like tcp://host:8786"),
+    ({"device": "gpu"}, "'extract.device' must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
+    ({"dtype": "int8"}, "'extract.dtype' must be 'float32' or 'float16', got 'int8'"),
+    ({"encodr": "uni_v1"}, "unknown params key 'extract.encodr'; did you mean 'encoder'?"),
+])
+def test_extract_section_errors_name_the_key(values, message):
+    with pytest.raises(ParamsError) as err:
+        read_section({"extract": values}, "extract", ExtractSection)
+    assert message in str(err.value)
+
+
+def test_extract_section_accepts_whole_number_floats_and_auto():
+    section = read_section({"extract": {"batch_size": 32.0, "num_workers": "auto"}}, "extract", ExtractSection)
+    assert section.batch_size == 32 and isinstance(section.batch_size, int) and section.num_workers == "auto"
