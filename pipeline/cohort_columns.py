@@ -15,7 +15,8 @@ from slidemil.core.errors import CohortError
 
 
 def check_cohort_columns(params: Mapping[str, Any]) -> None:
-    """Check that the cohort table has the task's label column (and ``split.site_column`` when set).
+    """Check that the cohort table has the task's columns (``task.label``; ``task.time`` and ``task.event`` for
+    a survival task) and ``split.site_column`` when set.
 
     Reads only the header. A missing cohort file is left to the stage (which names it).
 
@@ -27,8 +28,12 @@ def check_cohort_columns(params: Mapping[str, Any]) -> None:
         return
     with open(cohort, newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), [])
-    needed = {"task.label": (params.get("task") or {}).get("label", "label"),
-              "split.site_column": (params.get("split") or {}).get("site_column", "")}
+    task = params.get("task") or {}
+    if task.get("type") == "survival":
+        needed = {"task.time": task.get("time", ""), "task.event": task.get("event", "")}
+    else:
+        needed = {"task.label": task.get("label", "label")}
+    needed["split.site_column"] = (params.get("split") or {}).get("site_column", "")
     for key, column in needed.items():
         if column and column not in header:
             raise CohortError(f"{cohort} has no column {column!r} ({key}); its columns are {', '.join(header)}. "

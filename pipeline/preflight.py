@@ -69,7 +69,7 @@ def check_slides_unchanged(tiles, slide_ids: list[str]) -> None:
         StaleInputError: naming the slides and the stage to re-run (``slidemil tile``).
     """
     from slidemil.core.errors import StaleInputError
-    from slidemil.extract.tiles import slide_fingerprint
+    from slidemil.core.hashing import file_fingerprint as slide_fingerprint
 
     changed = []
     for slide_id in slide_ids:

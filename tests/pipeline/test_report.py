@@ -214,7 +214,7 @@ def test_placeholder_weights_are_synthetic_or_random():
 def test_method_failed_on_every_fold_is_reported_not_a_crash(project, helpers, caplog):
     """A probe whose folds all failed leaves an empty predictions table: the report names it, no EmptyDataError."""
     folds = [{"fold": k, "repeat": 0, "status": "failed", "reason": "one class in train"} for k in range(3)]
-    finish_method("probe", "linear", pd.DataFrame(), CLASSES, folds, n_bootstrap=30)
+    finish_method("probe", "linear", pd.DataFrame(), folds, Scoring(CLASSES, n_bootstrap=30))
     assert (project / "predictions/probe@linear.csv").read_text().strip() == ""
     assert helpers.run_stage("report") == 0
     report = json.loads((project / "reports/metrics.json").read_text())
