@@ -15,8 +15,8 @@ from slidemil.core.errors import CohortError
 
 
 def check_cohort_columns(params: Mapping[str, Any]) -> None:
-    """Check that the cohort table has the task's label column (survival: its ``task.time`` and ``task.event``
-    columns) and ``split.site_column`` when set.
+    """Check that the cohort table has the task's columns (``task.label``; ``task.time`` and ``task.event`` for
+    a survival task) and ``split.site_column`` when set.
 
     Reads only the header. A missing cohort file is left to the stage (which names it).
 
@@ -29,7 +29,7 @@ def check_cohort_columns(params: Mapping[str, Any]) -> None:
     with open(cohort, newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), [])
     task = params.get("task") or {}
-    if task.get("type") == "survival":  # survival reads follow-up time and event, no label column
+    if task.get("type") == "survival":
         needed = {"task.time": task.get("time", ""), "task.event": task.get("event", "")}
     else:
         needed = {"task.label": task.get("label", "label")}

@@ -69,13 +69,13 @@ def check_slides_unchanged(tiles, slide_ids: list[str]) -> None:
         StaleInputError: naming the slides and the stage to re-run (``slidemil tile``).
     """
     from slidemil.core.errors import StaleInputError
-    from slidemil.core.hashing import file_fingerprint
+    from slidemil.core.hashing import file_fingerprint as slide_fingerprint
 
     changed = []
     for slide_id in slide_ids:
         attrs = tiles.attrs(slide_id)
         path = Path(attrs.get("slide_path", ""))
-        if attrs.get("slide_fingerprint") and path.is_file() and file_fingerprint(path) != attrs["slide_fingerprint"]:
+        if attrs.get("slide_fingerprint") and path.is_file() and slide_fingerprint(path) != attrs["slide_fingerprint"]:
             changed.append(f"{slide_id} ({path})")
     if changed:
         raise StaleInputError(f"slide files changed since they were tiled: {_few(changed)}; re-run `slidemil tile`")

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, Field, PositiveFloat, StrictBool, model_validator
 
 from slidemil.core.errors import ParamsError
 from slidemil.core.params import Section, read_section
@@ -36,6 +36,11 @@ class TaskSection(Section):
                        "event/censored)")
     level: Literal["slide", "patient"] = Field("slide", description="slide | patient (all slides of a patient "
                                                "form one bag; metrics per patient)")
+    # part of the task (what is scored), not of the report: train, probe and report all score with them, and
+    # DVC re-runs them when they change (every stage lists the task section)
+    horizons: list[PositiveFloat] = Field(
+        default_factory=list, description="survival: times (the cohort's unit) of the time-dependent AUC; "
+        "empty: the quartiles of the cohort's event times")
 
     @model_validator(mode="after")
     def _names(self) -> TaskSection:

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field
 
 from slidemil.core.params import Section, read_section
 
@@ -40,9 +40,6 @@ class ReportSection(Section):
     features: str = Field("data/features", description="feature store(s) (a .zarr or a folder of them): "
                           "the synthetic-weights banner")
     n_bootstrap: int = Field(2000, ge=1, description="paired bootstrap replicates of the comparison to the best")
-    horizons: list[PositiveFloat] = Field(
-        default_factory=list, description="survival: times (the cohort's unit) of the time-dependent AUC; "
-        "empty: the quartiles of the cohort's event times")
     seed: int = Field(0, description="seed of the bootstrap")
     output: str = Field("reports/summary.md", description="the Markdown report")
     json_path: str = Field("reports/metrics.json", alias="json", description="DVC metrics: the best method and "

@@ -156,7 +156,7 @@ def test_exit_status_when_no_slide_succeeds(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value", "must_be"), [
-    ("overlap", 512, "smaller than patch_size"), ("fail_if", "sometimes", "'all_failed' or 'any_failed'"),
+    ("overlap", 512, "smaller than patch_size"), ("fail_if", "sometimes", "a valid number.*'all_failed', 'any_failed' or 'never'"),
     ("min_tissue_fraction", 1.5, "less than or equal to 1"), ("mpp_range", [5.0, 1.0], "0 < low < high"),
     ("tissue", {"otsu": "yes"}, "boolean"), ("tissue", {"max_threshold": 5}, "at least min_threshold"),
 ])

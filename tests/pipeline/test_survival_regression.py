@@ -177,8 +177,8 @@ def test_survival_and_regression_params_are_declared_and_checked():
     from slidemil.core.errors import ParamsError
     from slidemil.core.params import read_section
     from slidemil.pipeline.probes import probe_from_options, probe_options
-    from slidemil.pipeline.stages.report import ReportSection
     from slidemil.pipeline.stages.train import TrainSection
+    from slidemil.splits.task import TaskSection
 
     section = read_section({"train": {"survival_loss": "cox", "regression_loss": "huber"}}, "train", TrainSection)
     assert (section.survival_loss, section.survival_bins, section.regression_loss) == ("cox", 4, "huber")
@@ -186,8 +186,8 @@ def test_survival_and_regression_params_are_declared_and_checked():
                              ("regression_loss", "l1", "'mse' or 'huber'")]:
         with pytest.raises(ParamsError, match=rf"'train\.{key}' must be {rule}"):
             read_section({"train": {key: value}}, "train", TrainSection)
-    with pytest.raises(ParamsError, match=r"'report\.horizons' must be greater than 0"):
-        read_section({"report": {"horizons": [12, 0]}}, "report", ReportSection)
+    with pytest.raises(ParamsError, match=r"'task\.horizons' must be greater than 0"):
+        read_section({"task": {"horizons": [12, 0]}}, "task", TaskSection)
     with pytest.raises(ParamsError, match=r"'probe\.probe_kwargs\.cox\.l1_ratio' must be greater than 0"):
         probe_options("cox", {"l1_ratio": 0})
     probe, search = probe_from_options("cox", probe_options("cox", {"alphas": [0.01, 1.0, 0.1], "l1_ratio": 0.9}))
