@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-COPIED = ("dvc.yaml", "demo", "pipeline", "extract", "splits", "mil_models", "prompts")
+COPIED = ("dvc.yaml", "demo", "slidemil", "pipeline", "extract", "splits", "mil_models", "prompts")
 EXPERIMENT = "label: dense vs sparse"  # named by what the task predicts
 #: the README's commands to compare methods and experiments, and the terminal they must fit
 METRICS_SHOW = ["metrics", "show"]  # + metrics/*@*.json: one line per method
