@@ -108,7 +108,7 @@ def _from_mlflow(uri: str, classes: list[str], tracking: str) -> list[FoldModel]
         children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parts[0]}'",
                                       order_by=["attributes.run_name ASC"])
         for r in children or [run]:
-            targets.append((r.info.run_name or r.info.run_id, f"runs:/{r.info.run_id}/model", r.info.run_id))
+            targets.append((_fold_label(r), _model_uri(r), r.info.run_id))
     else:
         run_id = parts[0] if uri.startswith("runs:/") else None
         targets.append((uri.rsplit("/", 2)[-2] if uri.startswith("models:/") else f"run-{run_id}", uri, run_id))
@@ -122,6 +122,26 @@ def _from_mlflow(uri: str, classes: list[str], tracking: str) -> list[FoldModel]
         head = getattr(wrapped, "head", wrapped)  # BagProbabilities wraps the MIL head
         models.append(FoldModel(name, head.eval(), classes, run_id=run_id))
     return models
+
+
+def _fold_label(run) -> str:
+    """``fold-<k>`` of a fold run (its ``fold``/``repeat`` tags), else the run's name."""
+    from slidemil.pipeline.tracking import fold_name
+
+    tags = run.data.tags
+    if "fold" in tags:
+        return fold_name(int(tags["fold"]), int(tags.get("repeat", 0) or 0))
+    return run.info.run_name or run.info.run_id
+
+
+def _model_uri(run) -> str:
+    """The model a run logged: its MLflow 3 LoggedModel (``models:/<model_id>``, whatever its name), else the
+    run's ``model`` artifact path (stores written before models had names)."""
+    import mlflow
+
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                        filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    return f"models:/{found[0].model_id}" if found else f"runs:/{run.info.run_id}/model"
 
 
 def ensemble_predict(models: Sequence[FoldModel], bags: Sequence[Any], device: str = "cpu",

@@ -225,7 +225,13 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
 
     from slidemil.pipeline.deploy import predictions_wide, training_overlap
     from slidemil.pipeline.ensemble import ensemble_predict
-    from slidemil.pipeline.tracking import file_digest, json_digest, parent_run, provenance_tags
+    from slidemil.pipeline.tracking import (
+        experiment_name,
+        file_digest,
+        json_digest,
+        parent_run,
+        provenance_tags,
+    )
     from slidemil.pipeline.trainer import Bag
     from slidemil.splits.task import load_task
 
@@ -250,7 +256,8 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     scored = np.array([bool(lab) and not (section.exclude_training_patients and p in overlap)
                        for lab, p in zip(labels, patients, strict=True)])
     mlflow_section = _mlflow(params)
-    experiment = mlflow_section.experiment or (splits or {}).get("label") or task.label
+    experiment = experiment_name(mlflow_section.experiment, (splits or {}).get("label") or task.label,
+                                 (splits or {}).get("classes") or classes, task.type, task.time, task.event)
     tags = {**provenance_tags(weights_sha256=store.weights_sha256, encoder_id=store.encoder_id,
                               features_digest=json_digest({s: store.attrs(s) for s in slide_ids})),
             "deploy.cohort": str(cohort_path), "deploy.cohort_digest": file_digest(cohort_path),

@@ -123,19 +123,22 @@ def test_deploy_on_new_slides_predicts_the_tiled_and_names_the_rest(project):
     tiles = pd.read_csv(out / "tiles/manifest.csv").set_index("slide_id")
     assert tiles.at["ext-svs", "n_patches"] > 5  # tiled at the training resolution (0.5 µm/px, 512 px)
     # labelled → the CV metrics with bootstrap intervals, per fold model and for the ensemble
-    metrics = json.loads((out / "metrics/deploy@abmil.json").read_text())
+    headline = json.loads((out / "metrics/deploy@abmil.json").read_text())  # what `dvc metrics show` lists
+    assert headline["n_usable_folds"] == 3 and headline["auroc_low"] <= headline["auroc"] <= headline["auroc_high"]
+    metrics = json.loads((out / "predictions/deploy@abmil.details.json").read_text())
     assert metrics["test/n_folds"] == 3 and len(metrics["folds"]) == 3
     assert metrics["test/auroc_ci_low"] <= metrics["test/auroc_ci_high"]
     assert (out / "plots/deploy@abmil/roc.png").is_file()
     # one MLflow run in the training experiment, tagged with the cohort digest, linked to the trained run
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    experiment = client.get_experiment_by_name("label").experiment_id
+    experiment = client.get_experiment_by_name("label: dense vs sparse").experiment_id  # named by what it predicts
     runs = [r for r in client.search_runs([experiment], "tags.stage = 'deploy'")
             if r.data.tags["deploy.cohort"] == str(cohort)]
     assert [r.info.run_name for r in runs] == ["deploy@abmil"]
     run = runs[0]
     assert run.data.tags["deploy.cohort_digest"] == file_digest(cohort)
-    trained = client.search_runs([experiment], "attributes.run_name = 'train@abmil'")[0]
+    trained = [r for r in client.search_runs([experiment], "tags.stage = 'train' and tags.method = 'abmil'")
+               if "mlflow.parentRunId" not in r.data.tags][0]  # the parent, not a fold run
     assert run.data.tags["trained_run_id"] == trained.info.run_id
     assert run.data.metrics["test/auroc_mean"] == pytest.approx(metrics["test/auroc_mean"])
 
