@@ -107,7 +107,8 @@ def clam_equivalent(cohort_csv: Path, out: Path) -> None:
 def write_project(folder: Path, repeat: int) -> Path:
     """A project folder with the cohort table (slide_id, path) and params.yaml for the tile stage."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["slide_id,path"] + [f"r{r}-{p.stem},{p}" for r in range(repeat) for p in SLIDES]
+    # a label column: the CLI checks the task's column before any stage (the value plays no part in tiling)
+    lines = ["slide_id,path,label"] + [f"r{r}-{p.stem},{p},x" for r in range(repeat) for p in SLIDES]
     (folder / "cohort.csv").write_text("\n".join(lines) + "\n")
     (folder / "params.yaml").write_text("cohort: cohort.csv\ntile:\n  output: tiles\n")
     return folder

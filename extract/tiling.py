@@ -91,7 +91,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
         notes = [f"level {choice.level} ({choice.level_mpp:.3g} µm/px), read {choice.read_size} px → "
                  f"{choice.patch_size} px; {len(coords)} of {len(candidates)} grid patches have ≥ "
                  f"{config.min_tissue_fraction:.0%} tissue ({segmentation.method} threshold "
-                 f"{segmentation.threshold:.0f})"]
+                 f"{segmentation.threshold:.3g})"]
         if slide.dropped_levels:
             notes.append(f"reader levels {slide.dropped_levels} disagree in colour with level 0 and were not used")
         if overview.unreadable:

@@ -21,6 +21,12 @@ from slidemil.core.errors import SlidemilError
 from slidemil.core.params import load_params, read_section, section_defaults
 from slidemil.pipeline.cohort_columns import check_cohort_columns
 
+#: what an interrupted stage leaves (the Ctrl-C line); batch stages resume per slide
+INTERRUPTED = {
+    "tile": "finished slides are kept", "extract": "finished slides are kept", "deploy": "finished slides are kept",
+    "train": "the previous complete fold models stay in models/ (a run replaces them only when all folds are done)",
+}
+
 STAGES = {
     "tile": "slidemil.pipeline.stages.tile",
     "extract": "slidemil.pipeline.stages.extract",
@@ -116,8 +122,11 @@ def validate_sections(params: dict) -> None:
         module = importlib.import_module(module_name)
         if getattr(module, "SECTION", None) is not None:
             models[name] = module.SECTION
-    for name, model in models.items():
-        read_section(params, name, model)
+    sections = {name: read_section(params, name, model) for name, model in models.items()}
+    if params.get("train") and "train" in sections:  # MIL heads and their options (builds each head once, small; imports torch)
+        from slidemil.pipeline.stages.train import check_heads
+
+        check_heads(list(sections["train"].heads), sections["train"].head_kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc, exc_info=args.verbose)
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted; finished slides are kept; re-run to resume", exc_info=args.verbose)
+        kept = INTERRUPTED.get(args.stage, "finished outputs are kept")
+        log.error("interrupted; %s; re-run to resume", kept, exc_info=args.verbose)
         return 130
     except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback with -v
         if args.verbose:

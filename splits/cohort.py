@@ -56,7 +56,9 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
         table["mpp"] = [_parse_mpp(v, row, path) for v, row in zip(table["mpp"], table["row"], strict=True)]
     else:
         table["mpp"] = float("nan")
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    table.attrs["path"] = str(path)  # named by messages about its cells
+    return table
 
 
 def _reject_blank(table: pd.DataFrame, column: str, path: Path) -> None:

@@ -69,7 +69,8 @@ def target_cohort(cohort: pd.DataFrame, task: Task, site_column: str = "") -> La
         outcome = ["target"]
     if problems:
         shown = "; ".join(problems[:20]) + (f"; … ({len(problems)} bad cells)" if len(problems) > 20 else "")
-        raise CohortError(f"bad {task.type} cells in the cohort table: {shown}. Fix those cells, or empty them "
+        where = cohort.attrs.get("path", "the cohort table")
+        raise CohortError(f"bad {task.type} cells in {where}: {shown}. Fix those cells, or empty them "
                           "to exclude the slides")
     if task.type == "survival" or task.level == "patient":
         _check_patient_outcome(slides, outcome)

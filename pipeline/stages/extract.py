@@ -11,7 +11,7 @@ encoder (id, weights, preprocessing), the tiling or the dtype changed, or --forc
 A slide fails (status and reason in the manifest, one WARNING line each) when, e.g., none of its patches
 can be read any more; the cohort goes on. Run before `slidemil tile`, it stops with a message saying so.
 
-The default encoder is conch_v1. Its weights come from slidemil.extract.checkpoint, else env CONCH_CHECKPOINT;
+The default encoder is conch_v1. Its weights come from the extract.checkpoint param, else env CONCH_CHECKPOINT;
 without either, synthetic weights are used (features are then meaningless: a WARNING is logged and the
 store records weights_sha256 "synthetic:1").
 

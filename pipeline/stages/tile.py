@@ -11,8 +11,8 @@ segment the tissue on a streamed overview (~8 µm/px), keep the grid patches wit
   <output>/qc/<slide_id>.png         overview with the tissue contour and the kept patches
 
 A slide's failure is recorded and the cohort goes on. A slide whose tiles exist for the same file and
-parameters is not recomputed (--force recomputes). Exit status 1 when no slide is ok
-(`tile.fail_if`: 0.5 → when more than half the slides failed; any_failed; all_failed).
+parameters is not recomputed (--force recomputes). Exit status 1 when no slide is ok, or as `tile.fail_if`
+says (default 0.5: when more than half of the slides failed; or any_failed, all_failed, never).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ model). A fold that fails (e.g. a non-finite loss, naming the slides) is marked 
 folds go on; the exit code is 1 when a head has no usable fold.
 
 Survival and regression tasks (``task.type``) train every head through the kind's objective
-(:mod:`slidemil.pipeline.kinds.objectives`: train.survival_loss nll | cox with train.survival_bins, or
+(slidemil.pipeline.kinds.objectives: train.survival_loss nll | cox with train.survival_bins, or
 train.regression_loss mse | huber), with as many head outputs as the objective needs; their folds log a
 Kaplan–Meier or scatter figure instead of ROC / confusion, and no MLflow model (weights and the objective's
 state are in models/<head>/fold-<k>.pt). At ``task.level: patient`` a bag holds all slides of a patient.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,16 +78,13 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     """Train and evaluate the heads; returns 0, or 1 when a head has no usable fold."""
     import torch
 
-    from slidemil.mil_models import list_mil_models
     from slidemil.pipeline.data import features_path, load_method_data
     from slidemil.splits.task import load_task
 
     section = read_section(params, "train", TrainSection)
     head_kwargs = section.head_kwargs
     heads = [args.head] if getattr(args, "head", None) else list(section.heads)
-    unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
-    if unknown or not heads:
-        raise ParamsError(f"unknown or no MIL head {unknown or heads}; registered: {', '.join(list_mil_models())}")
+    check_heads(heads, head_kwargs)
     task = load_task(params)
     device = section.device
     if device == "auto":
@@ -105,6 +103,26 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
                       head, head)
             status = 1
     return status
+
+
+def check_heads(heads: list[str], head_kwargs: dict[str, dict[str, Any]]) -> None:
+    """Refuse unknown heads and head options before any work: each head is built once, small, with its
+    ``train.head_kwargs`` (the CLI calls this for every stage, so a typo stops ``tile`` too).
+
+    Raises:
+        ParamsError: naming the unknown head or the option the head does not take.
+    """
+    from slidemil.mil_models import create_mil_model, list_mil_models
+
+    unknown = [h for h in [*heads, *head_kwargs] if h not in list_mil_models()]
+    if unknown or not heads:
+        raise ParamsError(f"unknown or no MIL head {unknown or heads} in train.heads / train.head_kwargs; "
+                          f"registered: {', '.join(list_mil_models())}")
+    for head in heads:
+        try:
+            create_mil_model(head, in_dim=8, n_classes=2, **(head_kwargs.get(head) or {}))
+        except (TypeError, ValueError) as exc:
+            raise ParamsError(f"train.head_kwargs.{head}: {exc}") from None
 
 
 def _load_bags(data) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -141,6 +159,7 @@ class HeadRun:
     coords: dict[str, Any]
     device: str
     kind: Any = None  # pipeline.task_kinds.TaskKind
+    model_dir: Path | None = None  # where this run writes fold-<k>.pt (a staging folder, see _train_head)
 
 
 def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
@@ -150,9 +169,22 @@ def _train_head(job: HeadRun, params: dict[str, Any], task) -> dict[str, float]:
 
     job.kind = kind_for(params, task, job.data)
     tracking = tracking_for(params, job.data, head_params(job), shown={"train.lr": "lr", "train.epochs": "epochs"})
-    return cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
-                          kind=job.kind, tracking=tracking,
-                          bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
+    # fold models go to a staging folder that replaces models/<head>/ only once every fold is done: an
+    # interrupted run never leaves a mix of new and old fold models for deploy and heatmap to use
+    final = Path(job.section.models) / job.head
+    job.model_dir = final.with_name(f".{job.head}.partial")
+    shutil.rmtree(job.model_dir, ignore_errors=True)
+    job.model_dir.mkdir(parents=True)
+    summary = cross_validate("train", job.head, job.data, lambda fold, child: _train_fold(job, fold, child),
+                             kind=job.kind, tracking=tracking,
+                             bootstrap=Bootstrap(job.section.n_bootstrap, job.section.seed), fold_figures=True)
+    old = final.with_name(f".{job.head}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    job.model_dir.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary
 
 
 def head_params(job: HeadRun) -> dict[str, Any]:
@@ -211,7 +243,7 @@ def _train_fold(job: HeadRun, fold: dict[str, Any], child):
     child.set_tags({"monitor": result.monitor, "stopped_early": result.stopped_early})
     k, repeat = int(fold["fold"]), int(fold.get("repeat", 0))
     name = fold_name(k, repeat)
-    with atomic_path(Path(section.models) / job.head / f"{name}.pt") as tmp:
+    with atomic_path(job.model_dir / f"{name}.pt") as tmp:
         torch.save({"head": job.head, "head_kwargs": job.kwargs, "in_dim": in_dim, "classes": data.classes,
                     "state_dict": result.model.state_dict(), "best_epoch": result.best_epoch,
                     "task_kind": job.kind.name if job.kind is not None else "classification",

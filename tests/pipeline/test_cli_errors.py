@@ -23,7 +23,7 @@ def _raise(exc):
 
 
 @pytest.mark.parametrize(("exc", "code", "line"), [
-    (KeyboardInterrupt(), 130, "interrupted; finished slides are kept; re-run to resume"),
+    (KeyboardInterrupt(), 130, "interrupted; finished outputs are kept; re-run to resume"),
     (StoreError("data/features is missing; run slidemil extract"), 2, "data/features is missing; run slidemil extract"),
     (ValueError("bad shape"), 1, "report failed: ValueError: bad shape (re-run with -v for the traceback)"),
 ])

@@ -171,3 +171,40 @@ def test_heatmaps_only_for_informative_attention():
     assert not is_informative(np.full(5, 0.2, dtype=np.float32))  # mean_mlp: 1/N everywhere
     assert not is_informative(np.array([0.5, np.nan]))
     assert not is_informative(np.array([]))
+
+
+def test_an_interrupted_run_keeps_the_last_complete_fold_models(project, real_data, monkeypatch):
+    """Fold models replace models/<head>/ only when every fold is done: Ctrl-C in fold 1 keeps the old set."""
+    params = _project(project, real_data)
+    params["train"].update(heads=["mean_mlp"], epochs=1)
+    assert stage.run(params, argparse.Namespace(head=None)) == 0
+    models = project / "models/mean_mlp"
+    before = {p.name: p.read_bytes() for p in models.glob("*.pt")}
+    assert sorted(before) == ["fold-0.pt", "fold-1.pt", "fold-2.pt"]
+    train_fold = stage._train_fold
+
+    def interrupt_in_fold_1(job, fold, child):
+        if fold["fold"] == 1:
+            raise KeyboardInterrupt
+        return train_fold(job, fold, child)
+
+    monkeypatch.setattr(stage, "_train_fold", interrupt_in_fold_1)
+    params["train"]["seed"] = 7  # a new fold-0 model would differ
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(params, argparse.Namespace(head=None))
+    assert {p.name: p.read_bytes() for p in models.glob("*.pt")} == before
+    monkeypatch.setattr(stage, "_train_fold", train_fold)
+    assert stage.run(params, argparse.Namespace(head=None)) == 0  # the next complete run replaces them
+    after = {p.name: p.read_bytes() for p in models.glob("*.pt")}
+    assert sorted(after) == sorted(before) and after["fold-0.pt"] != before["fold-0.pt"]
+    assert not list(project.glob("models/.*"))  # no staging folder left
+
+
+def test_head_options_are_checked_before_any_work():
+    from slidemil.core.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"MIL head 'abmil' does not take option\(s\) \['hiddn'\]"):
+        stage.check_heads(["abmil"], {"abmil": {"hiddn": 3}})
+    with pytest.raises(ParamsError, match=r"unknown or no MIL head \['abmill'\]"):
+        stage.check_heads(["abmill"], {})
+    stage.check_heads(["abmil", "clam_sb"], {"abmil": {"dropout": 0.1}})

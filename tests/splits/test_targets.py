@@ -136,7 +136,15 @@ def test_documented_survival_recipe_splits_the_constructed_demo_cohort(tmp_path,
     run.mkdir(parents=True)
     monkeypatch.chdir(run)
     monkeypatch.setattr(cli, "STAGES", {"split": cli.STAGES["split"]})
+    # the demo pipeline's manifests (the recipe checks features): two slides failed or were skipped in tiling
+    ids = pd.read_csv(repo / "demo/cohort_survival.csv", dtype=str)["slide_id"].tolist()
+    status = ["failed", "skipped"] + ["ok"] * (len(ids) - 2)
+    for stage in ("tiles", "features"):
+        (tmp_path / "data" / stage).mkdir(parents=True)
+        pd.DataFrame({"slide_id": ids, "status": status, "reason": ""}).to_csv(
+            tmp_path / "data" / stage / "manifest.csv", index=False)
     assert cli.main(["split", "--params", "../../params-survival.yaml"]) == 0
     splits = json.loads((run / "data/splits.json").read_text())
-    assert splits["task"]["time"] == "os_months" and len(splits["targets"]) == 24
+    assert splits["task"]["time"] == "os_months" and len(splits["targets"]) == len(ids) - 2
+    assert set(ids[:2]) <= set(splits["excluded"])
     assert all(any(splits["targets"][s]["event"] for s in fold["test"]) for fold in splits["folds"])
