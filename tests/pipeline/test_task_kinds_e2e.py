@@ -64,7 +64,13 @@ def _project(root, helpers, kind, n=100, planted=True, level="slide", seed=0):
 
 
 def _metrics(method):
-    return json.loads(open(f"metrics/{method}.json").read())
+    """Every figure of a method (fold values, pooled, CIs): the details beside its predictions; the DVC metrics
+    file holds the headline subset of the same numbers."""
+    details = json.loads(open(f"predictions/{method}.details.json").read())
+    headline = json.loads(open(f"metrics/{method}.json").read())
+    primary = next(k for k in headline if k.endswith("_low")).removesuffix("_low")
+    assert headline[primary] == pytest.approx(details[f"test/{primary}_mean"], nan_ok=True)
+    return details
 
 
 @pytest.mark.slow
