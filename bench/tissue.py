@@ -93,7 +93,7 @@ def histolab() -> dict:
 def demo_tiles(qc: Path | None) -> pd.DataFrame:
     """Run the tile stage's per-slide function on every demo cohort slide with the old and the new method."""
     from slidemil.extract.sections import TileSection
-    from slidemil.extract.tiles import open_tiles
+    from slidemil.extract.tiling_pool import SlideJob, tile_one_slide
     from slidemil.pipeline.stages import tile
     from slidemil.splits.cohort import load_cohort
 
@@ -104,14 +104,14 @@ def demo_tiles(qc: Path | None) -> pd.DataFrame:
         for label in ("new", "old"):
             root = Path(tmp) / label
             root.mkdir()
-            store = open_tiles(root)
             rows = []
             for s in cohort.itertuples(index=False):
                 # the old default: brightness where auto finds a dark slide, else saturation
                 method = "auto" if label == "new" else (
                     "brightness" if new_methods.get(s.slide_id) == "brightness" else "saturation")
                 cfg = TileSection(tissue={"method": method})
-                rows.append(tile.tile_one(s.slide_id, Path(s.path), s.mpp, cfg, root, store, force=True))
+                job = SlideJob.of(s.slide_id, s.path, s.mpp)
+                rows.append(tile.store_outcome(root, tile_one_slide(job, cfg)))
             frame = pd.DataFrame(rows).set_index("slide_id")[["status", "n_patches", "tissue_mm2", "tissue_method"]]
             new_methods = new_methods or frame["tissue_method"].to_dict()
             frames.append(frame.add_suffix(f"_{label}"))

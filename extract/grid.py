@@ -6,6 +6,7 @@ border are dropped (never padded), so a slide of width k·P + r (0 ≤ r < P) ho
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -46,8 +47,8 @@ def tissue_fractions(coords: np.ndarray, patch_size_level0: int, mask: np.ndarra
     if len(coords) == 0:
         return np.zeros(0, dtype=np.float32)
     h, w = mask.shape
-    integral = np.zeros((h + 1, w + 1), dtype=np.int64)  # summed-area table, O(1) per patch
-    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+    # summed-area table [h + 1, w + 1] (zero first row and column), O(1) per patch; OpenCV's is ~10x numpy's
+    integral = cv2.integral(mask.astype(np.uint8), sdepth=cv2.CV_64F)  # float64: exact counts below 2^53
     x0 = np.clip(np.round(coords[:, 0] / downsample).astype(np.int64), 0, w - 1)
     y0 = np.clip(np.round(coords[:, 1] / downsample).astype(np.int64), 0, h - 1)
     x1 = np.clip(np.round((coords[:, 0] + patch_size_level0) / downsample).astype(np.int64), x0 + 1, w)

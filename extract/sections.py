@@ -17,7 +17,7 @@ from slidemil.core.hashing import json_sha256
 from slidemil.core.params import Section
 
 #: Keys of the tile section that do not change a slide's tiles (left out of the resume digest).
-NOT_IN_DIGEST = ("output", "fail_if", "memory_budget_mb", "qc_size")
+NOT_IN_DIGEST = ("output", "fail_if", "memory_budget_mb", "qc_size", "workers")
 
 Byte = Annotated[int, Field(ge=0, le=255)]
 #: a batch stage's exit rule: a fraction in [0, 1) of failed slides above which it fails, or a word
@@ -96,6 +96,9 @@ class TileSection(Section):
                                                                      "from metadata")
     memory_budget_mb: float = Field(1024, gt=0, description="largest single read (MB)")
     qc_size: int = Field(1024, ge=64, description="longer side of the QC image (px)")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="processes tiling slides in parallel (auto: one per CPU core, at most 8; each "
+        "holds one slide's overview, up to memory_budget_mb)")
     fail_if: FailIf = Field(0.5, description=FAIL_IF_HELP)
     tissue: TissueSection = Field(default_factory=TissueSection, description="tissue segmentation")
 

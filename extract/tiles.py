@@ -3,7 +3,7 @@
 Layout (DESIGN.md "Tiles"): ``coords.zarr/<group>/coords`` int64 [N, 2] (x, y level-0 px) and
 ``tissue_fraction`` float32 [N]; group attrs ``slide_id``, ``mpp``, ``mpp_source``, ``target_mpp``,
 ``patch_size``, ``patch_size_level0``, ``level``, ``level_downsample``, ``read_size``, ``overlap``,
-``tissue``, ``schema_version``, ``slide_path``, ``slide_fingerprint``, ``params_digest``, ``status``,
+``tissue``, ``tissue_outline`` (the mask's outer boundaries, level-0 [[x, y], …] per region), ``schema_version``, ``slide_path``, ``slide_fingerprint``, ``params_digest``, ``status``,
 ``n_patches`` and last ``complete: true``. ``<group>`` is the slide_id, percent-encoded where it has
 characters a folder name cannot hold. Each slide group is written in a temporary folder and renamed
 into place (``store.groups``, shared with the feature store), so a reader never sees half a group.

@@ -67,7 +67,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
     from slidemil.extract.levels import choose_level
     from slidemil.extract.qc import draw_qc, encode_png, overview_downsample
     from slidemil.extract.slide import open_slide, read_patch, resize
-    from slidemil.extract.tissue import mask_area_mm2, mask_downsample, tissue_mask
+    from slidemil.extract.tissue import mask_area_mm2, mask_downsample, mask_outline, tissue_mask
 
     path = Path(path)
     fingerprint = file_fingerprint(path)
@@ -116,6 +116,7 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
             "patch_size_level0": choice.patch_size_level0, "level": choice.level,
             "level_downsample": choice.level_downsample, "read_size": choice.read_size,
             "overlap": config.overlap, "stride_level0": stride, "tissue_mm2": tissue_mm2,
+            "tissue_outline": mask_outline(segmentation.mask, mask_ds),
             "tissue": {**config.tissue.model_dump(), "method_used": segmentation.method,
                        "threshold": segmentation.threshold, "mask_mpp_used": slide.mpp * mask_ds,
                        "background_rgb": segmentation.background and list(segmentation.background)},

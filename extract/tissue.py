@@ -28,9 +28,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.ndimage import binary_fill_holes
 from skimage.filters import threshold_otsu
-from skimage.morphology import remove_small_objects
 
 # the parameters (tile.tissue of params.yaml) are declared once, as the pydantic TissueSection
 from slidemil.extract.sections import TissueSection  # noqa: E402
@@ -90,7 +88,7 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueSection) -> TissueMas
     if close > 1:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
         mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool) & ~pen
-    mask = remove_small_objects(mask, max_size=_min_object_px(params.min_area_mm2, mpp, mask.size) - 1)
+    mask = remove_small_objects(mask, _min_object_px(params.min_area_mm2, mpp, mask.size))
     mask = fill_small_holes(mask, int(params.max_hole_mm2 * 1e6 / (mpp * mpp))) & ~pen
     return TissueMask(mask=mask, method=method, threshold=threshold, pen_fraction=float(pen.mean()),
                       background=background)
@@ -115,7 +113,7 @@ def _od_signal(rgb: np.ndarray, pen: np.ndarray, background: tuple[int, int, int
     # Capped at 3 x max_od before the blur: dense stain would otherwise bleed past the tissue edge by ~1.5 σ.
     signal = cv2.stackBlur(np.minimum(od, 3 * params.max_od), (width, width))
     mean_rgb = cv2.stackBlur(np.ascontiguousarray(rgb), (width, width))
-    chroma = mean_rgb.max(axis=2).astype(np.int16) - mean_rgb.min(axis=2)
+    chroma = _channel_max(mean_rgb).astype(np.int16) - _channel_min(mean_rgb)
     return signal, (chroma >= params.min_chroma) | (signal > params.grey_min_od)
 
 
@@ -131,13 +129,15 @@ def glass_colour(rgb: np.ndarray, params: TissueSection) -> tuple[int, int, int]
         ``glass_min_fraction`` of the pixels lie within ``glass_tolerance`` of the estimated colour.
     """
     pixels = rgb.reshape(-1, 3)[:: max(1, rgb.shape[0] * rgb.shape[1] // 250_000)]  # ≤ ~250k px: a mode needs no more
-    low, high = pixels.min(axis=1), pixels.max(axis=1)
+    low, high = _channel_min(pixels), _channel_max(pixels)
     bright = pixels[(low >= 190) & (high.astype(np.int16) - low <= 25)]  # candidate glass: light, near-grey
     default = (params.default_background,) * 3
     if not len(bright):
         return default
     mode = tuple(int(np.bincount(bright[:, c], minlength=256).argmax()) for c in range(3))
-    near = np.all(np.abs(pixels.astype(np.int16) - np.asarray(mode, np.int16)) <= params.glass_tolerance, axis=1)
+    near = np.ones(len(pixels), dtype=bool)
+    for c in range(3):
+        near &= np.abs(pixels[:, c].astype(np.int16) - mode[c]) <= params.glass_tolerance
     return mode if near.mean() >= params.glass_min_fraction else default
 
 
@@ -150,9 +150,13 @@ def optical_density(rgb: np.ndarray, background: tuple[int, int, int]) -> np.nda
     Returns:
         float32 [h, w] (0 on glass; ~0.1 for pale haematoxylin, ≥ 0.5 for dense stain).
     """
-    bg = np.log10(np.asarray(background, np.float32) + 1.0)
-    od = bg - np.log10(rgb.astype(np.float32) + 1.0)  # (h, w, 3)
-    return np.clip(od, 0.0, None).sum(axis=2)
+    # A uint8 channel has 256 values: one lookup table per channel instead of a log per pixel.
+    log_values = np.log10(np.arange(256, dtype=np.float32) + np.float32(1.0))
+    od = np.zeros(rgb.shape[:2], dtype=np.float32)
+    for c in range(3):
+        table = np.clip(np.log10(np.float32(background[c]) + np.float32(1.0)) - log_values, 0.0, None)
+        od += table[rgb[..., c]]
+    return od
 
 
 def pen_mask(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray, params: TissueSection,
@@ -172,7 +176,7 @@ def pen_mask(hue: np.ndarray, saturation: np.ndarray, value: np.ndarray, params:
     black = value < params.black_max_value
     ink = blue | black
     if min_stroke_px > 1:
-        ink = remove_small_objects(ink, max_size=min_stroke_px - 1)
+        ink = remove_small_objects(ink, min_stroke_px)
     return green | ink
 
 
@@ -182,23 +186,80 @@ def _min_object_px(area_mm2: float, mpp: float, image_px: int) -> int:
     return max(0, int(min(area_mm2 * 1e6 / (mpp * mpp), 0.05 * image_px)))
 
 
+def remove_small_objects(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Drop connected regions (4-connected, as scikit-image's default) of fewer than ``min_pixels`` px.
+
+    OpenCV's connected components, not ``skimage.morphology.remove_small_objects`` (same result): 5-10x
+    faster on an overview and, with :func:`fill_small_holes`, keeps scipy.ndimage out of the tiling
+    process.
+
+    Args:
+        mask: bool [h, w]; min_pixels: smallest region kept (≤ 1: nothing is removed).
+
+    Returns:
+        bool [h, w].
+    """
+    if min_pixels <= 1 or not mask.any():
+        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_pixels
+    keep[0] = False  # label 0: the background
+    return keep[labels]
+
+
 def fill_small_holes(mask: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Fill holes (background enclosed by tissue, not touching the border) of ≤ ``max_pixels`` px.
+    """Fill holes (4-connected background regions enclosed by tissue, not touching the image border) of
+    ≤ ``max_pixels`` px.
 
     ``skimage.morphology.remove_small_holes`` also fills background regions that touch the image
-    border, which empties-then-fills small images; enclosure is checked here first.
+    border, which empties-then-fills small images; enclosure is checked here first (the holes are those of
+    ``scipy.ndimage.binary_fill_holes``).
     """
-    holes = binary_fill_holes(mask) & ~mask
-    if max_pixels < 1 or not holes.any():
+    if max_pixels < 1 or mask.all():
         return mask
-    large = remove_small_objects(holes, max_size=max_pixels)
-    return mask | (holes & ~large)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    fill = stats[:, cv2.CC_STAT_AREA] <= max_pixels
+    fill[0] = False  # label 0: the tissue itself
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    fill[border] = False  # open to the border: not a hole
+    return mask | fill[labels]
+
+
+def _channel_min(pixels: np.ndarray) -> np.ndarray:
+    """Minimum over the last axis (3 channels) [..., 3] → [...]; numpy's reduce over a length-3 axis is
+    several times slower than two element-wise minimums."""
+    return np.minimum(np.minimum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
+
+
+def _channel_max(pixels: np.ndarray) -> np.ndarray:
+    """Maximum over the last axis (3 channels) [..., 3] → [...] (see :func:`_channel_min`)."""
+    return np.maximum(np.maximum(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
 
 
 def _odd(size: float) -> int:
     """Nearest odd kernel size ≥ 1."""
     k = max(1, int(round(size)))
     return k if k % 2 else k + 1
+
+
+def mask_outline(mask: np.ndarray, downsample: float, min_points: int = 3) -> list[list[list[int]]]:
+    """Outer boundaries of the tissue regions of ``mask`` in level-0 px: one ``[[x, y], …]`` polygon per
+    region (holes not traced), simplified to within one mask pixel (OpenCV ``findContours`` +
+    ``approxPolyDP``), for QuPath annotations (``<slide>.tissue.geojson``) made without reading the slide again.
+
+    Args:
+        mask: bool [h, w]; downsample: level-0 px per mask px; min_points: shorter outlines are dropped.
+
+    Returns:
+        list of polygons, each a list of [x, y] int level-0 px (not closed: the first point is not repeated).
+    """
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        points = cv2.approxPolyDP(contour, 1.0, True).reshape(-1, 2)
+        if len(points) >= min_points:
+            polygons.append(np.round(points * downsample).astype(int).tolist())
+    return polygons
 
 
 def mask_area_mm2(mask: np.ndarray, mpp: float) -> float:

@@ -5,7 +5,9 @@ pydantic model of its ``params.yaml`` section, a :class:`slidemil.core.params.Se
 without a section), optionally ``add_arguments(parser)``, and
 ``run(params, args) -> int``. ``--help`` lists the section's keys, defaults and descriptions (a stage
 whose section holds plug-in options gives its rows with ``help_rows()``).
-A stage that can run outside a project folder sets ``NEEDS_PARAMS = False``.
+A stage that can run outside a project folder sets ``NEEDS_PARAMS = False``; one that imports neither torch
+nor scikit-learn sets ``CHECKS_PLUGINS = False`` (the CLI then checks the head and probe names of the
+params in the next stage, not in this one).
 Stage modules keep heavy imports (torch, mlflow, …) inside ``run`` so ``--help`` stays fast.
 """
 
@@ -107,12 +109,14 @@ def _params_help(name: str, module) -> str | None:
     return "\n".join(lines)
 
 
-def validate_sections(params: dict) -> None:
+def validate_sections(params: dict, plugins: bool = True) -> None:
     """Check every section of the params (unknown or misspelled keys, wrong types, values out of range)
     before any stage works.
 
     A stage reads its own section again; this catches a typo in a later stage's section before an earlier,
-    long stage runs. Raises ParamsError.
+    long stage runs. ``plugins`` adds the checks against the plug-in registries (``train.heads`` /
+    ``head_kwargs`` build each head: torch; ``probe.probes`` / ``probe_kwargs``: scikit-learn); the CLI
+    skips them for a stage module with ``CHECKS_PLUGINS = False``. Raises ParamsError.
     """
     from slidemil.pipeline.tracking import MlflowSection
     from slidemil.splits.task import TaskSection
@@ -122,8 +126,8 @@ def validate_sections(params: dict) -> None:
         module = importlib.import_module(module_name)
         if getattr(module, "SECTION", None) is not None:
             models[name] = module.SECTION
-    sections = {name: read_section(params, name, model) for name, model in models.items()}
-    if params.get("train") and "train" in sections:  # MIL heads and their options (builds each head once, small; imports torch)
+    sections = {name: read_section(params, name, model, plugins=plugins) for name, model in models.items()}
+    if plugins and params.get("train") and "train" in sections:  # MIL heads and their options (builds each head once, small; imports torch)
         from slidemil.pipeline.stages.train import check_heads
 
         check_heads(list(sections["train"].heads), sections["train"].head_kwargs)
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         needs_params = getattr(args._module, "NEEDS_PARAMS", True)
         if needs_params or Path(args.params).is_file():
             params = load_params(args.params, args.overrides)
-            validate_sections(params)
+            validate_sections(params, plugins=getattr(args._module, "CHECKS_PLUGINS", True))
             check_cohort_columns(params)  # a typo'd label column stops any stage at once
         else:
             params = {}

@@ -149,12 +149,17 @@ def draw_slide(slide_id: str, store, fold_models, label: str, section: HeatmapSe
     collection = patch_collection(coords, side, measurements, attrs.get("dimensions"), per_patch_class, classes)
     write_text(out / f"{name}.geojson", json.dumps(collection, separators=(",", ":")))
     files.append(f"{name}.geojson")
-    if section.tissue_geojson and pixels.thumbnail is not None:
+    if section.tissue_geojson:
         from slidemil.pipeline.geojson import tissue_collection
         from slidemil.pipeline.tissue_outline import tissue_polygons
 
-        write_text(out / f"{name}.tissue.geojson", json.dumps(tissue_collection(tissue_polygons(attrs))))
-        files.append(f"{name}.tissue.geojson")
+        polygons = tissue_polygons(attrs)
+        if polygons is None:
+            log.warning("slide %s: its tiles hold no tissue outline (tiled before slidemil 0.3); no %s.tissue.geojson "
+                        "(re-run `slidemil tile --force` and `slidemil extract` to add it)", slide_id, name)
+        else:
+            write_text(out / f"{name}.tissue.geojson", json.dumps(tissue_collection(polygons)))
+            files.append(f"{name}.tissue.geojson")
     return {"slide_id": slide_id, "n_patches": len(coords), "pred": pred, "label": label,
             **{f"prob_{c}": float(p) for c, p in zip(classes, scores.proba, strict=True)},
             "files": ";".join(files), "problem": pixels.problem}

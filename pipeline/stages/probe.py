@@ -22,10 +22,10 @@ import argparse
 import logging
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from slidemil.core.errors import ParamsError
-from slidemil.core.params import Section, read_section, section_defaults
+from slidemil.core.params import Section, checks_plugins, read_section, section_defaults
 
 HELP = "linear / kNN / prototype (or survival / regression) probes on pooled slide embeddings → metrics/probe@<name>.json"
 
@@ -44,8 +44,10 @@ class ProbeSection(Section):
     seed: int = Field(0, description="seed of the bootstrap")
 
     @model_validator(mode="after")
-    def _known_probes_and_options(self) -> ProbeSection:
+    def _known_probes_and_options(self, info: ValidationInfo) -> ProbeSection:
         """Probe names registered and each probe's options valid (imports the probes: scikit-learn)."""
+        if not checks_plugins(info):
+            return self
         from slidemil.pipeline.probes import PROBES, probe_options
 
         unknown = [n for n in [*self.probes, *self.probe_kwargs] if n not in PROBES]

@@ -10,7 +10,8 @@ segment the tissue on a streamed overview (~8 µm/px), keep the grid patches wit
                                      (smaller than one patch), reason
   <output>/qc/<slide_id>.png         overview with the tissue contour and the kept patches
 
-A slide's failure is recorded and the cohort goes on. A slide whose tiles exist for the same file and
+Slides are tiled in `tile.workers` processes (auto: one per core). A slide's failure is recorded and the
+cohort goes on (also when a slide crashes its process). A slide whose tiles exist for the same file and
 parameters is not recomputed (--force recomputes). Exit status 1 when no slide is ok, or as `tile.fail_if`
 says (default 0.5: when more than half of the slides failed; or any_failed, all_failed, never).
 """
@@ -25,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from slidemil.core import provenance
-from slidemil.core.errors import ParamsError, SlideError
+from slidemil.core.errors import ParamsError
 from slidemil.core.params import read_section
 from slidemil.extract.sections import TileSection
 from slidemil.pipeline.preflight import failure_verdict
 
 HELP = "find tissue and lay the patch grid on every cohort slide (→ data/tiles/)"
 SECTION = TileSection  # the `tile:` section of params.yaml (validated up front by the CLI)
+# Tiling imports neither torch nor scikit-learn: the head and probe names and options (whose checks import
+# them, ~1-3 s per process) are checked from `extract` on, which imports torch anyway, before its long work.
+CHECKS_PLUGINS = False
 
 log = logging.getLogger("slidemil.tile")
 
@@ -41,11 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: dict[str, Any], args: argparse.Namespace) -> int:
-    """Tile every cohort slide (resuming finished ones); returns 1 when ``tile.fail_if`` is met, else 0."""
+    """Tile every cohort slide (resuming finished ones) in ``tile.workers`` processes; returns 1 when
+    ``tile.fail_if`` is met, else 0."""
     from tqdm import tqdm
 
-    from slidemil.core.atomic import write_csv
-    from slidemil.extract.tiles import MANIFEST, MANIFEST_COLUMNS, open_tiles
+    from slidemil.extract.tiles import MANIFEST, open_tiles
+    from slidemil.extract.tiling_pool import SlideJob, resolve_workers, tile_slides
     from slidemil.splits.cohort import load_cohort
 
     cfg = read_section(params, "tile", TileSection)
@@ -56,60 +61,111 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     provenance.begin(root / MANIFEST, "tile")  # an interrupted run leaves a manifest marked stale
     store = open_tiles(root)
-    rows: list[dict[str, Any]] = []
-    progress = tqdm(cohort.itertuples(index=False), total=len(cohort), desc="tile", unit="slide")
-    for slide in progress:
-        progress.set_postfix_str(slide.slide_id)
-        rows.append(tile_one(slide.slide_id, Path(slide.path), slide.mpp, cfg, root, store,
-                             force=getattr(args, "force", False)))
-        write_csv(root / MANIFEST, _frame(rows, MANIFEST_COLUMNS))  # keep finished rows if we crash
+    rows: dict[str, dict[str, Any]] = {}
+    jobs: list[SlideJob] = []
+    for slide in cohort.itertuples(index=False):
+        job = SlideJob.of(slide.slide_id, slide.path, slide.mpp)
+        resumed = None if getattr(args, "force", False) else resumed_row(job, cfg, store)
+        if resumed is None:
+            jobs.append(job)
+        else:
+            rows[job.slide_id] = resumed
+    workers = resolve_workers(cfg.workers, len(jobs))
+    if rows:
+        log.info("tile: %d of %d slides up to date (resumed); tiling %d in %d process(es)", len(rows), len(cohort),
+                 len(jobs), workers)
+    manifest = _ManifestWriter(root / MANIFEST, list(cohort["slide_id"]))
+    progress = tqdm(total=len(cohort), initial=len(rows), desc="tile", unit="slide")
+    try:
+        for outcome in tile_slides(jobs, cfg, workers):
+            rows[outcome.job.slide_id] = store_outcome(root, outcome)
+            progress.set_postfix_str(outcome.job.slide_id, refresh=False)
+            progress.update()
+            manifest.write(rows, at_most_every=_MANIFEST_EVERY_S)
+    finally:
+        progress.close()
+        manifest.write(rows)  # finished rows are kept if we crash or are interrupted
     provenance.record(root / MANIFEST, "tile", {
         params["cohort"]: provenance.file_digest(params["cohort"]),
         "tile params": cfg.digest(None),
     })
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "no_tissue", "failed", "skipped")}
-    n_patches = sum(r["n_patches"] for r in rows if r["status"] == "ok")
+    done = list(rows.values())
+    counts = {s: sum(r["status"] == s for r in done) for s in ("ok", "no_tissue", "failed", "skipped")}
+    n_patches = sum(r["n_patches"] for r in done if r["status"] == "ok")
     fails, verdict = failure_verdict(counts, cfg.fail_if, "tile.fail_if")
     log.log(logging.ERROR if fails else logging.INFO, "tile: %s; %d patches → %s", verdict, n_patches, root)
-    return 1 if fails or (rows and not counts["ok"]) else 0
+    return 1 if fails or (done and not counts["ok"]) else 0
 
 
-def tile_one(slide_id: str, path: Path, mpp_override: float, cfg: TileSection, root: Path, store,
-             force: bool = False) -> dict[str, Any]:
-    """Tile one slide and store its group and QC image; never raises for a slide-level problem (returns
-    its manifest row)."""
-    from slidemil.core.atomic import atomic_path
+#: the manifest is rewritten at most this often while slides finish (and always at the end): rewriting it
+#: after every slide is quadratic in the cohort; the tiles store, not the manifest, is what a re-run resumes from
+_MANIFEST_EVERY_S = 5.0
+
+
+def _empty_row(slide_id: str) -> dict[str, Any]:
+    return {"slide_id": slide_id, "status": "failed", "reason": "", "mpp": math.nan, "mpp_source": "",
+            "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan, "tissue_method": "", "seconds": 0.0}
+
+
+def resumed_row(job, cfg: TileSection, store) -> dict[str, Any] | None:
+    """The manifest row of a slide whose tiles are current (same file fingerprint and tile params digest),
+    from its stored attrs; None when it must be tiled (or its file is missing: tiling then says so)."""
     from slidemil.core.hashing import file_fingerprint
-    from slidemil.extract.tiles import QC_DIR, group_name, write_slide_tiles
-    from slidemil.extract.tiling import tile_slide
 
-    start = time.perf_counter()
-    row: dict[str, Any] = {"slide_id": slide_id, "status": "failed", "reason": "", "mpp": math.nan,
-                           "mpp_source": "", "level": math.nan, "n_patches": 0, "tissue_mm2": math.nan,
-                           "tissue_method": ""}
-    override = None if mpp_override is None or math.isnan(mpp_override) else float(mpp_override)
+    if not job.path.is_file() or not store.is_current(job.slide_id, file_fingerprint(job.path),
+                                                      cfg.digest(job.mpp_override)):
+        return None
+    attrs = store.attrs(job.slide_id)
+    row = _empty_row(job.slide_id)
+    row.update(status=attrs["status"], reason=f"up to date (resumed): {attrs['reason']}", mpp=attrs["mpp"],
+               mpp_source=attrs["mpp_source"], level=attrs["level"], n_patches=attrs["n_patches"],
+               tissue_mm2=attrs["tissue_mm2"], tissue_method=attrs["tissue"].get("method_used", ""))
+    return row
+
+
+def store_outcome(root: Path, outcome) -> dict[str, Any]:
+    """Write a tiled slide's group and QC image (``outcome``: a ``TileOutcome``) and return its manifest row;
+    a failed slide only gets its row. Never raises for a slide-level problem."""
+    from slidemil.core.atomic import atomic_path
+    from slidemil.extract.tiles import QC_DIR, group_name, write_slide_tiles
+
+    slide_id, result = outcome.job.slide_id, outcome.result
+    row = _empty_row(slide_id)
+    row.update(reason=outcome.reason, seconds=outcome.seconds)
+    if result is None:
+        log.warning("slide %s failed: %s", slide_id, outcome.reason)
+        return row
     try:
-        if not path.is_file():
-            raise SlideError(f"{path}: slide file not found; check the `path` column of the cohort table")
-        if not force and store.is_current(slide_id, file_fingerprint(path), cfg.digest(override)):
-            attrs = store.attrs(slide_id)
-            row.update(status=attrs["status"], reason=f"up to date (resumed): {attrs['reason']}", mpp=attrs["mpp"],
-                       mpp_source=attrs["mpp_source"], level=attrs["level"], n_patches=attrs["n_patches"],
-                       tissue_mm2=attrs["tissue_mm2"], tissue_method=attrs["tissue"].get("method_used", ""))
-        else:
-            result = tile_slide(path, cfg, override)
-            write_slide_tiles(root, slide_id, result.coords, result.tissue_fraction, result.attrs)
-            with atomic_path(root / QC_DIR / f"{group_name(slide_id)}.png", suffix=".png") as tmp:
-                tmp.write_bytes(result.qc_png)
-            row.update(result.row())
-    except SlideError as exc:
-        row["reason"] = str(exc)
-        log.warning("slide %s failed: %s", slide_id, exc)
+        write_slide_tiles(root, slide_id, result.coords, result.tissue_fraction, result.attrs)
+        with atomic_path(root / QC_DIR / f"{group_name(slide_id)}.png", suffix=".png") as tmp:
+            tmp.write_bytes(result.qc_png)
+    except OSError as exc:
+        row["reason"] = f"could not write its tiles under {root}: {exc}"
+        log.warning("slide %s failed: %s", slide_id, row["reason"])
+        return row
     except Exception as exc:  # noqa: BLE001 — per-slide isolation: a bug on one slide must not stop the cohort
         row["reason"] = f"internal error ({type(exc).__name__}: {exc}); please report it with the log"
         log.exception("slide %s: unexpected error", slide_id)
-    row["seconds"] = round(time.perf_counter() - start, 3)
+        return row
+    row.update(result.row())
     return row
+
+
+class _ManifestWriter:
+    """Writes ``manifest.csv`` (atomically) with the rows finished so far, in cohort order."""
+
+    def __init__(self, path: Path, order: list[str]) -> None:
+        self.path, self.order, self.last = path, order, -math.inf
+
+    def write(self, rows: dict[str, dict[str, Any]], at_most_every: float = 0.0) -> None:
+        """Rewrite the manifest, unless it was written less than ``at_most_every`` seconds ago."""
+        from slidemil.core.atomic import write_csv
+        from slidemil.extract.tiles import MANIFEST_COLUMNS
+
+        if time.monotonic() - self.last < at_most_every:
+            return
+        write_csv(self.path, _frame([rows[s] for s in self.order if s in rows], MANIFEST_COLUMNS))
+        self.last = time.monotonic()
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]):

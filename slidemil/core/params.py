@@ -87,11 +87,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def read_section(params: dict[str, Any], name: str, model: type[S], prefix: str = "") -> S:
+def read_section(params: dict[str, Any], name: str, model: type[S], prefix: str = "",
+                 plugins: bool = True) -> S:
     """Validate ``params[name]`` (absent or empty → all defaults) against ``model``.
 
     ``prefix`` is prepended to ``name`` in messages, for a nested mapping validated on its own (e.g.
-    ``probe.probe_kwargs.`` + ``knn``).
+    ``probe.probe_kwargs.`` + ``knn``). ``plugins=False`` skips the checks a section makes against a
+    plug-in registry (names and options of probes, which import scikit-learn): see :func:`checks_plugins`.
 
     Raises:
         ParamsError: one line per problem, each naming the dotted key (``train.epochs``), what it must be
@@ -103,9 +105,15 @@ def read_section(params: dict[str, Any], name: str, model: type[S], prefix: str 
     if not isinstance(raw, dict):
         raise ParamsError(f"params section {prefix + name!r} must be a mapping, got {raw!r}")
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context={"plugins": plugins})
     except ValidationError as exc:
         raise ParamsError(validation_message(prefix + name, model, exc)) from None
+
+
+def checks_plugins(info: Any) -> bool:
+    """Whether a section validator (given pydantic's ``ValidationInfo``) should check names and options
+    against a plug-in registry: yes unless :func:`read_section` was called with ``plugins=False``."""
+    return bool((info.context or {}).get("plugins", True))
 
 
 def validation_message(name: str, model: type[BaseModel], exc: ValidationError) -> str:

@@ -51,3 +51,25 @@ def test_extract_section_errors_name_the_key(values, message):
 def test_extract_section_accepts_whole_number_floats_and_auto():
     section = read_section({"extract": {"batch_size": 32.0, "num_workers": "auto"}}, "extract", ExtractSection)
     assert section.batch_size == 32 and isinstance(section.batch_size, int) and section.num_workers == "auto"
+
+
+@pytest.mark.parametrize("name", ["wsi-aperio-svs/CMU-1-Small-Region.svs", "wsi-hamamatsu-ndpi/test3-TRITC-2-560.ndpi"])
+def test_tissue_outline_is_the_mask_the_patches_came_from(real_data, name):
+    """The stored outline (QuPath tissue annotations) traces the tiling's own mask: H&E and fluorescence."""
+    import cv2
+
+    from slidemil.pipeline.tissue_outline import tissue_polygons
+
+    result = tile_slide(real_data / name, TileSection())
+    polygons = tissue_polygons(result.attrs)
+    assert polygons and all(p.shape[1] == 2 and len(p) >= 3 for p in polygons)
+    mm2 = sum(cv2.contourArea(p.astype(np.float32)) for p in polygons) * (result.attrs["mpp"] / 1000) ** 2
+    assert 0.9 * result.attrs["tissue_mm2"] <= mm2 <= 1.5 * result.attrs["tissue_mm2"]  # holes are not traced
+    # every kept patch (>= 25 % tissue) lies >= ~25 % inside the outline (filled at 1/8 of level 0)
+    width, height = result.attrs["dimensions"]
+    filled = np.zeros((height // 8 + 1, width // 8 + 1), np.uint8)
+    cv2.fillPoly(filled, [np.round(p / 8).astype(np.int32) for p in polygons], 1)
+    side = result.attrs["patch_size_level0"] // 8
+    inside = [filled[y // 8 : y // 8 + side, x // 8 : x // 8 + side].mean() for x, y in result.coords]
+    assert min(inside) >= 0.2, inside
+    assert tissue_polygons({"mpp": 0.5}) is None  # a store tiled before the outline was stored

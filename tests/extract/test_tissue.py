@@ -129,3 +129,35 @@ def test_dense_nuclei_at_high_magnification_are_not_pen_ink(real_data, relpath):
     assert result.pen_fraction < 0.001  # hematoxylin-dense clusters were cut out as blue ink before
     assert not (fill_small_holes(result.mask, result.mask.size) & ~result.mask).any()  # no holes in the tissue
 
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_opencv_region_filters_equal_scikit_image_and_scipy(seed):
+    """remove_small_objects / fill_small_holes (OpenCV connected components) against the library rules they
+    replace: skimage's remove_small_objects (4-connected) and scipy's binary_fill_holes."""
+    from scipy.ndimage import binary_fill_holes
+    from skimage import morphology
+
+    from slidemil.extract.tissue import remove_small_objects
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((97, 131)) < 0.55  # many regions of every size, holes, regions at the border
+    for min_px in (0, 1, 2, 5, 40):
+        expected = morphology.remove_small_objects(mask, max_size=min_px - 1) if min_px > 1 else mask
+        assert np.array_equal(remove_small_objects(mask, min_px), expected)
+    holes = binary_fill_holes(mask) & ~mask
+    for max_px in (0, 1, 3, 10_000):
+        large = morphology.remove_small_objects(holes, max_size=max_px) if max_px else holes
+        assert np.array_equal(fill_small_holes(mask, max_px), mask | (holes & ~large))
+    assert fill_small_holes(mask, 10_000).sum() > mask.sum()  # the random mask has holes to fill
+
+
+def test_optical_density_lookup_equals_the_formula():
+    from slidemil.extract.tissue import optical_density
+
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    background = (241, 236, 250)
+    formula = np.clip(np.log10(np.asarray(background, np.float32) + 1) - np.log10(rgb.astype(np.float32) + 1),
+                      0, None).sum(axis=2)
+    np.testing.assert_allclose(optical_density(rgb, background), formula, rtol=0, atol=1e-6)
+    assert optical_density(np.full((2, 2, 3), 241, np.uint8), (241, 241, 241)).max() == 0  # glass: OD 0

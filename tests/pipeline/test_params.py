@@ -175,3 +175,24 @@ def test_help_lists_keys_defaults_and_descriptions_from_the_models(capsys):
             build_parser().parse_args([stage, "--help"])
         out = capsys.readouterr().out
         assert all(text in out for text in expected), (stage, out[-800:])
+
+
+def test_plugin_names_are_checked_by_every_stage_but_tile_which_imports_neither_torch_nor_sklearn(tmp_path, real_data):
+    import subprocess
+    import sys
+
+    from slidemil.pipeline.cli import validate_sections
+
+    params = {"probe": {"probes": ["linaer"]}, "train": {"heads": ["abmil"]}}
+    validate_sections(params, plugins=False)  # structure only: passes
+    with pytest.raises(ParamsError, match=r"unknown probe\(s\) \['linaer'\]"):
+        validate_sections(params)
+    slide = real_data / "wsi-aperio-svs" / "CMU-1-Small-Region.svs"
+    (tmp_path / "cohort.csv").write_text(f"slide_id,path,label\ns1,{slide},a\n")
+    (tmp_path / "params.yaml").write_text("cohort: cohort.csv\ntile: {output: tiles}\nprobe: {probes: [linaer]}\n")
+    script = ("import sys; from slidemil.pipeline.cli import main; code = main([sys.argv[1]]); "
+              "print(code, 'sklearn' in sys.modules, 'torch' in sys.modules)")
+    tile = subprocess.run([sys.executable, "-c", script, "tile"], cwd=tmp_path, capture_output=True, text=True)
+    assert tile.stdout.split() == ["0", "False", "False"], tile.stderr
+    split = subprocess.run([sys.executable, "-c", script, "split"], cwd=tmp_path, capture_output=True, text=True)
+    assert split.stdout.split()[0] == "2" and "unknown probe(s) ['linaer']" in split.stderr
