@@ -113,8 +113,10 @@ def check(output: str | os.PathLike, stage: str, expected: Mapping[str, str] | N
 def check_chain(output: str | os.PathLike, stage: str) -> None:
     """:func:`check` ``output`` and, recursively, every recorded input that is a file with a record.
 
-    An input file whose digest differs from the recorded one was re-made after ``output``: ``stage`` must
-    re-run. Relative input paths resolve against the current folder (the project folder).
+    The inputs' own chains are checked first, so the message names the most upstream stage to re-run (then
+    the ones below it, in order): after re-tiling, a consumer of the splits is told to re-run ``extract``,
+    then ``split``. An input file whose digest differs from the recorded one was re-made after ``output``:
+    ``stage`` must re-run. Relative input paths resolve against the current folder (the project folder).
 
     Raises:
         StaleInputError: see :func:`check`.
@@ -122,11 +124,15 @@ def check_chain(output: str | os.PathLike, stage: str) -> None:
     entry = check(output, stage)
     if entry is None:
         return
-    for name, digest in entry.get("inputs", {}).items():
-        upstream = read_record(name) if Path(name).is_file() else None
-        if upstream is None:
-            continue
-        if file_digest(name) != digest:
+    inputs = entry.get("inputs", {})
+    upstreams = {name: read_record(name) for name in inputs if Path(name).is_file()}
+    upstreams = {name: record for name, record in upstreams.items() if record is not None}
+    try:
+        for name, upstream in upstreams.items():
+            check_chain(name, str(upstream.get("stage")))
+    except StaleInputError as exc:
+        raise StaleInputError(f"{exc}; then re-run `slidemil {stage}`") from None
+    for name, upstream in upstreams.items():
+        if file_digest(name) != inputs[name]:
             raise StaleInputError(f"{output} was made from an older {name} (re-made by `slidemil "
                                   f"{upstream.get('stage')}` since); re-run `slidemil {stage}` (or `dvc repro`)")
-        check_chain(name, str(upstream.get("stage")))

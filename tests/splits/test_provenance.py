@@ -27,13 +27,13 @@ def project(tmp_path, monkeypatch, tcga):
     return tmp_path
 
 
-def write_features(root, slide_ids, seconds):
+def write_features(root, slide_ids, seconds, inputs=None):
     """A features manifest as `slidemil extract` leaves it, with its record (store data/features/x.zarr)."""
     path = root / FEATURES
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"slide_id": slide_ids, "status": "ok", "reason": "computed", "seconds": seconds}).to_csv(
         path, index=False)
-    provenance.record(path, "extract", {"store": str((root / "data/features/x.zarr").resolve())})
+    provenance.record(path, "extract", {"store": str((root / "data/features/x.zarr").resolve()), **(inputs or {})})
 
 
 def test_record_and_check(tmp_path):
@@ -62,6 +62,22 @@ def test_split_then_consumers_refuse_stale_inputs(project):
     # features re-made (e.g. after re-tiling) since the split: training must not use the old folds
     write_features(project, pd.read_csv(project / FEATURES)["slide_id"], seconds=2.0)
     with pytest.raises(StaleInputError, match=r"older data/features/manifest.csv .*re-run `slidemil split`"):
+        check_features_lineage(store, "data/splits.json")
+
+    # tiles re-made after extract and split: the most upstream stage to re-run is named first, then the next
+    assert cli.main(["split"]) == 0
+    tiles = project / "data/tiles/manifest.csv"
+    tiles.parent.mkdir(parents=True)
+    tiles.write_text("slide_id,status\n")
+    provenance.record(tiles, "tile", {"tile params": "d1"})
+    write_features(project, pd.read_csv(project / FEATURES)["slide_id"], seconds=3.0,
+                   inputs={str(tiles.relative_to(project)): provenance.file_digest(tiles)})
+    assert cli.main(["split"]) == 0
+    check_features_lineage(store, "data/splits.json")
+    tiles.write_text("slide_id,status\nnew,ok\n")
+    provenance.record(tiles, "tile", {"tile params": "d2"})
+    with pytest.raises(StaleInputError, match=r"older data/tiles/manifest.csv .*re-run `slidemil extract` "
+                                              r"\(or `dvc repro`\); then re-run `slidemil split`$"):
         check_features_lineage(store, "data/splits.json")
 
     # a split that fails leaves no splits.json that looks current
