@@ -185,10 +185,10 @@ def _tile_and_encode(params, provenance, cohort_path: Path, output: Path):
     read = {"dtype": {"slide_id": str, "reason": str}, "keep_default_na": False}
     manifest = pd.read_csv(output / "features" / "manifest.csv", **read)
     tiling = pd.read_csv(tiles / "manifest.csv", **read).set_index("slide_id")
-    not_ok = manifest["status"] != "ok"  # say why in the tile stage's words (the extract stage only passes it on)
-    manifest.loc[not_ok, "reason"] = [f"{row.reason} (tiling: {tiling.at[row.slide_id, 'status']}: "
-                                      f"{tiling.at[row.slide_id, 'reason']})" if row.slide_id in tiling.index
-                                      else row.reason for row in manifest[not_ok].itertuples()]
+    # a slide that tiling did not pass on gets the tile stage's status and words (extract only says "skipped")
+    untiled = manifest["slide_id"].map(lambda s: s in tiling.index and tiling.at[s, "status"] not in ("ok", "no_tissue"))
+    manifest.loc[untiled, "status"] = [tiling.at[s, "status"] for s in manifest.loc[untiled, "slide_id"]]
+    manifest.loc[untiled, "reason"] = [f"tiling: {tiling.at[s, 'reason']}" for s in manifest.loc[untiled, "slide_id"]]
     try:
         store = open_features(store_path(output / "features", provenance["encoder_id"]))
     except StoreError:  # nothing encoded: an empty store so the status table still gets written

@@ -114,10 +114,14 @@ def test_deploy_on_new_slides_predicts_the_tiled_and_names_the_rest(project):
     out = project / "deploy/external"
     status = pd.read_csv(out / "status.csv", dtype=str, keep_default_na=False).set_index("slide_id")
     assert status.at["ext-svs", "status"] == "predicted" and status.at["cmu1-P05-a", "status"] == "predicted"
-    assert status.at["ext-camelyon", "status"] == "skipped" and "failed" in status.at["ext-camelyon", "reason"]
+    # the tile stage's status and words, once (not extract's "skipped" wrapping them)
+    assert status.at["ext-camelyon", "status"] == "failed"
+    assert status.at["ext-camelyon", "reason"].startswith("tiling: ") and "finer than the scan" in status.at[
+        "ext-camelyon", "reason"]
     assert status.at["ext-os1-crop", "status"] == "skipped" and "smaller than one patch" in status.at["ext-os1-crop",
                                                                                                       "reason"]
-    assert "not found" in status.at["ext-missing", "reason"]
+    assert status.at["ext-missing", "status"] == "failed"
+    assert status.at["ext-missing", "reason"].count("slide file not found") == 1
     predictions = pd.read_csv(out / "predictions.csv", dtype={"slide_id": str})
     assert sorted(predictions["slide_id"]) == ["cmu1-P05-a", "ext-svs"] and not predictions["in_training_cohort"].any()
     tiles = pd.read_csv(out / "tiles/manifest.csv").set_index("slide_id")
