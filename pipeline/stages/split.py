@@ -1,18 +1,24 @@
-"""Patient-grouped, class-stratified cross-validation folds from the cohort table.
+"""Patient-grouped, stratified cross-validation folds from the cohort table, for every task kind.
 
 Reads `cohort:` and the `task:` / `split:` sections of params.yaml, writes data/splits.json (folds of
-slide_ids; every patient in one part of each fold) and a per-fold table of slides and patients per class
-beside it (data/splits_summary.csv).
+slide_ids; every patient in one part of each fold) and a per-fold table beside it (data/splits_summary.csv).
+What the folds are stratified on follows `task.type`:
+  classification  the class (task.label)
+  survival        the event status (task.event) crossed with follow-up time quartiles (task.time) where every
+                  stratum has enough patients; the feasibility check counts events per fold
+  regression      up to 4 quantile bins of the target (task.label)
 
 Strategies: stratified patient-grouped k-fold with a validation set carved from each fold's training
 patients (default); a fixed held-out test set with CV on the rest (split.test_fraction > 0); repeated CV
 (split.repeats or split.seeds); leave-one-site-out (split.site_column).
 
-Slides are excluded, each with its reason in the file's `excluded` map, when their label is empty or
-not in task.classes, and (split.require_features) when the tiles/features manifests do not mark them ok.
+Slides are excluded, each with its reason in the file's `excluded` map, when their target is empty (or,
+for classification, not in task.classes), and (split.require_features) when the tiles/features manifests do
+not mark them ok.
 
-The `split:` keys and their defaults are listed below; `task:` names the label column (label), the
-classes (order = class index; [] → sorted labels) and whether they are ordered.
+The `split:` keys and their defaults are listed below; `task:` names the task kind and its columns
+(label; time and event for survival), the classes (order = class index; [] → sorted labels) and whether
+they are ordered.
 """
 
 from __future__ import annotations
