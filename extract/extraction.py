@@ -175,13 +175,13 @@ def run_slide(
         })
         writer = FeatureStoreWriter(config.store, desc["encoder_id"], desc["weights_sha256"], desc["embed_dim"])
         if not config.force and writer.is_up_to_date(job.slide_id, digest):
-            return _up_to_date(row, writer, job.slide_id, t_start)
+            return _up_to_date(row, writer, job.slide_id, t_start, tile_attrs)
         lock = writer.lock(job.slide_id)
         if not (lock.wait() if wait_for_lock else lock.acquire()):
             return {**row, "status": BUSY, "reason": f"locked by {lock.owner()}"}
         try:
             if not config.force and writer.is_up_to_date(job.slide_id, digest):  # finished by another writer
-                return _up_to_date(row, writer, job.slide_id, t_start)
+                return _up_to_date(row, writer, job.slide_id, t_start, tile_attrs)
             result = _extract(coords, tile_attrs, config, encoder, lock, on_patches)
             if len(coords) and not len(result.features):
                 raise SlideError(f"all {len(coords)} patches unreadable: {result.dropped[0][1]}")
@@ -245,10 +245,16 @@ def _extract(coords: np.ndarray, tile_attrs: dict[str, Any], config: ExtractionC
     return encode_slide(batches, encoder, embed_dim, on_batch)
 
 
-def _up_to_date(row: dict[str, Any], writer: FeatureStoreWriter, slide_id: str, t_start: float) -> dict[str, Any]:
-    from slidemil.extract.store import open_features
+def _up_to_date(row: dict[str, Any], writer: FeatureStoreWriter, slide_id: str, t_start: float,
+                tile_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The row of a slide whose features are current; a slide file moved since (same content fingerprint, new
+    ``slide_path`` in its tiles) gets the new path in its feature attrs, where heatmaps read the slide."""
+    from slidemil.extract.store import group_dir, open_features
+    from slidemil.extract.store.groups import update_attrs
 
     attrs = open_features(writer.path).attrs(slide_id)
+    if tile_attrs.get("slide_path") and attrs.get("slide_path") != tile_attrs["slide_path"]:
+        update_attrs(writer.path / group_dir(slide_id), {"slide_path": tile_attrs["slide_path"]})
     return {**row, "status": attrs.get("status", "ok"), "reason": "up to date (not recomputed)",
             "n_patches": attrs.get("n_patches", 0), "seconds": round(time.perf_counter() - t_start, 3)}
 

@@ -61,7 +61,7 @@ def _few(ids: list[str], n: int = 5) -> str:
 
 
 def check_slides_unchanged(tiles, slide_ids: list[str]) -> None:
-    """Refuse tiles of a slide file replaced or rewritten since tiling (its size/mtime fingerprint changed).
+    """Refuse tiles of a slide file replaced or rewritten since tiling (its size or sampled content changed: ``core.hashing.file_fingerprint``).
 
     ``tiles``: the tiles store (``extract.tiles.open_tiles``); ``slide_ids``: slides tiled ok.
 

@@ -55,3 +55,19 @@ def read_attrs(group_path: Path) -> dict[str, Any]:
         return json.loads((group_path / "zarr.json").read_text()).get("attributes", {})
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return {}
+
+
+def update_attrs(group_path: Path, changes: Mapping[str, Any]) -> None:
+    """Set ``changes`` in the attributes of the complete Zarr v3 group at ``group_path`` (its ``zarr.json``
+    replaced atomically; the arrays are not touched). For facts that do not change the data, such as the
+    slide file's new path after a cohort was moved.
+
+    Raises:
+        OSError: the group's metadata cannot be read or written.
+    """
+    from slidemil.core.atomic import write_text
+
+    meta_path = group_path / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"] = {**meta.get("attributes", {}), **changes}
+    write_text(meta_path, json.dumps(meta, indent=2))

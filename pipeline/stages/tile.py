@@ -112,7 +112,7 @@ def resumed_row(job, cfg: TileSection, store) -> dict[str, Any] | None:
     from its stored attrs; None when it must be tiled (or its file is missing: tiling then says so)."""
     from slidemil.core.hashing import file_fingerprint
 
-    if not job.path.is_file() or not store.is_current(job.slide_id, file_fingerprint(job.path),
+    if not job.path.is_file() or not store.is_current(job.slide_id, job.path, file_fingerprint(job.path),
                                                       cfg.digest(job.mpp_override)):
         return None
     attrs = store.attrs(job.slide_id)

@@ -47,12 +47,21 @@ def array_sha256(array: np.ndarray) -> str:
     return sha.hexdigest()
 
 
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """``<size>:<mtime_ns>`` of a file: changes when the file is replaced or rewritten, without reading it
-    (slides are GBs).
+def file_fingerprint(path: str | os.PathLike, block_bytes: int = 1 << 20) -> str:
+    """``<size>:<digest>`` of a file from its size and the sha256 of three ``block_bytes`` blocks (start,
+    middle, end), without reading all of it (slides are GBs).
+
+    Changes when the file is replaced or re-exported (a WSI's header, tile offsets and pixel data move), and
+    not when it is copied or moved to another disk (a copy's new modification time is not a change), so a
+    cohort moved to a cluster resumes instead of re-encoding.
 
     Raises:
-        OSError: the file does not exist.
+        OSError: the file does not exist or cannot be read.
     """
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    size = os.stat(path).st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        for offset in sorted({0, max(0, size // 2 - block_bytes // 2), max(0, size - block_bytes)}):
+            handle.seek(offset)
+            digest.update(handle.read(block_bytes))
+    return f"{size}:{digest.hexdigest()[:32]}"

@@ -171,3 +171,29 @@ def test_whole_number_floats_are_integers_and_the_digest_is_stable():
     section = read_section({"tile": {"patch_size": 512.0}}, "tile", TileSection)
     assert section.patch_size == 512 and isinstance(section.patch_size, int)
     assert section.digest(None) == TileSection().digest(None) == "499e4e095106f3e1"
+
+
+def test_a_cohort_copied_elsewhere_is_retiled_but_not_re_encoded(tmp_path, real_data, kit):
+    """`cp` without -p gives every slide a new mtime and path: the tiles follow the new path (cheap), the
+    features stay (same content fingerprint, same coords) and point heatmaps at the new file."""
+    import shutil
+
+    from slidemil.extract.store import open_features, store_path
+
+    first = tmp_path / "disk1" / "slide.svs"
+    first.parent.mkdir()
+    shutil.copy(real_data / REAL["svs"], first)
+    code, manifest = _run(tmp_path, [{"slide_id": "s1", "path": str(first), "patient_id": "p", "mpp": ""}])
+    assert code == 0 and manifest.loc["s1", "status"] == "ok"
+    assert kit.run_stage(tmp_path)[1].loc["s1", "reason"] == "computed"
+
+    moved = tmp_path / "disk2" / "slide.svs"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)  # new mtime
+    first.unlink()
+    code, manifest = _run(tmp_path, [{"slide_id": "s1", "path": str(moved), "patient_id": "p", "mpp": ""}])
+    assert code == 0 and not manifest.loc["s1", "reason"].startswith("up to date")  # re-tiled: the path changed
+    code, features = kit.run_stage(tmp_path)
+    assert code == 0 and features.loc["s1", "reason"] == "up to date (not recomputed)"
+    store = open_features(store_path(tmp_path / "features", "tiny_test"))
+    assert store.attrs("s1")["slide_path"] == str(moved.resolve())
