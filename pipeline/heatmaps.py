@@ -73,7 +73,7 @@ def patch_scores(models: Sequence[nn.Module], features: np.ndarray, device: str 
         model.to(device)
         pred = predict(model, [Bag("", x, 0)], 1, device, amp=True)
         probas.append(pred.proba[0])
-        if is_informative(pred.attention[0]):
+        if len(x) == 1 or is_informative(pred.attention[0]):  # one patch: its map still shows where it is
             attentions.append(percentiles(pred.attention[0]))
         inst = instance_scores(model, x.to(device))
         if inst is not None:

@@ -104,6 +104,10 @@ def test_slide_rewritten_after_tiling_is_refused(tmp_path, good_slide):
     store = open_tiles(tmp_path / "tiles")
     check_slides_unchanged(store, ["good"])
     stat = good_slide.stat()
-    os.utime(good_slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file replaced later
+    os.utime(good_slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched (or copied): no change
+    check_slides_unchanged(store, ["good"])
+    content = bytearray(good_slide.read_bytes())
+    content[-1] ^= 0xFF
+    good_slide.write_bytes(content)  # the file rewritten later
     with pytest.raises(StaleInputError, match=r"slide files changed since they were tiled: good .*re-run `slidemil tile`"):
         check_slides_unchanged(store, ["good"])

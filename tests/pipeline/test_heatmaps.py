@@ -57,6 +57,8 @@ def test_heatmap_finds_the_planted_witnesses(planted_abmil):
         precision.append(witnesses[top].mean())
     assert min(aurocs) >= 0.9, aurocs
     assert np.mean(precision) >= 0.8, precision  # the top-k patches are (nearly all) the planted ones
+    one = patch_scores(models, held_out[0][0][:1])  # a one-patch slide still gets its (trivial) map
+    assert one.attention.tolist() == [1.0] and one.proba.shape == (2,)
 
 
 @pytest.mark.parametrize("head", ["clam_sb", "clam_mb", "dsmil", "mean_mlp", "max_mlp", "abmil", "transmil"])
