@@ -30,6 +30,12 @@ from slidemil.pipeline.metrics import bootstrap_ci, classification_metrics, summ
 PREDICTION_COLUMNS = ("slide_id", "patient_id", "fold", "repeat", "label", "y_true")
 
 
+
+#: decimals of the plot data DVC tracks in git (roc.csv, KM and scatter tables): float32 last-bit differences
+#: between runs (the order of reductions in multi-threaded CPU kernels) would otherwise show as changes in
+#: ``git diff`` and ``dvc plots diff`` although no result changed
+PLOT_DECIMALS = 6
+
 def predictions_table(
     slide_ids: Sequence[str],
     patient_ids: Sequence[str],
@@ -189,7 +195,7 @@ def finish_method(
     else:
         roc = roc_table(np.zeros(0, dtype=int), np.zeros((0, len(classes))), classes)
     write_csv(paths["predictions"], predictions)
-    write_csv(paths["roc"], roc)
+    write_csv(paths["roc"], roc.round(PLOT_DECIMALS))
     write_csv(paths["confusion"], confusion_table(predictions) if len(predictions) else
               pd.DataFrame(columns=["slide_id", "actual", "predicted"]))
     write_method_metrics(paths, summary, fold_metrics, headline)

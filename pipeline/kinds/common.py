@@ -41,12 +41,13 @@ def write_outputs(stage: str, method: str, predictions: pd.DataFrame, folds: Seq
     """Write ``predictions/<stage>@<method>.csv``, ``plots/<stage>@<method>/<name>.csv`` for each of ``plots``,
     and the headline metrics JSON + details JSON of ``headline`` (the kind's ``headline_metrics``;
     :func:`~slidemil.pipeline.evaluation.write_method_metrics`), atomically."""
-    from slidemil.pipeline.evaluation import output_paths, write_method_metrics
+    from slidemil.pipeline.evaluation import PLOT_DECIMALS, output_paths, write_method_metrics
 
     paths = output_paths(stage, method, root)
     write_csv(paths["predictions"], predictions)
     for name, table in plots.items():
-        write_csv(paths["metrics"].parent.parent / "plots" / f"{stage}@{method}" / f"{name}.csv", table)
+        write_csv(paths["metrics"].parent.parent / "plots" / f"{stage}@{method}" / f"{name}.csv",
+                  table.round(PLOT_DECIMALS))
     write_method_metrics(paths, summary, folds, headline)
 
 
