@@ -6,4 +6,4 @@ may import ``slidemil.core`` only, and ``extract``/``splits`` nothing of each ot
 and ``slidemil.pipeline`` (the CLI and stages, which may import everything).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
