@@ -94,43 +94,79 @@ def tile_one_slide(job: SlideJob, config: TileSection) -> TileOutcome:
 def tile_slides(jobs: Sequence[SlideJob], config: TileSection, workers: int) -> Iterator[TileOutcome]:
     """Tile every job, yielding each outcome as it finishes (in completion order when ``workers`` > 1).
 
-    ``workers`` ≤ 1 or a single job: in this process. Stopping the iteration (or Ctrl-C) cancels the
-    slides not started and waits for those in progress (seconds).
+    ``workers`` ≤ 1 or a single job: in this process. When a worker process dies, the slides that were being
+    tiled then are tiled again each in a process of its own (so a slide that crashes the reader fails alone,
+    named) and the slides not yet started go on in a new pool of ``workers``. Stopping the iteration (or
+    Ctrl-C) cancels the slides not started and waits for those in progress (seconds).
     """
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield tile_one_slide(job, config)
         return
-    suspects: list[SlideJob] = []
-    yield from _pooled(jobs, config, workers, suspects)
-    for job in suspects:  # a worker died with these in flight: each alone now, so only the culprit fails
-        log.warning("slide %s: tiling again in its own process (a tiling process died)", job.slide_id)
-        yield from _pooled([job], config, 1, None)
+    todo = list(jobs)
+    while todo:
+        in_flight: list[SlideJob] = []
+        not_started: list[SlideJob] = []
+        yield from _pooled(todo, config, workers, in_flight, not_started)
+        if in_flight:
+            log.warning("a tiling process died while tiling %s; tiling %s again one per process, the other %d "
+                        "slide(s) go on in parallel", ", ".join(j.slide_id for j in in_flight),
+                        "it" if len(in_flight) == 1 else "them", len(not_started))
+        for job in in_flight:
+            yield from _pooled([job], config, 1, None, None)
+        todo = not_started
 
 
-def _pooled(jobs: Sequence[SlideJob], config: TileSection, workers: int,
-            suspects: list[SlideJob] | None) -> Iterator[TileOutcome]:
-    """Tile ``jobs`` in a pool of ``workers`` processes. Jobs lost to a dying worker go to ``suspects``
-    (None: they fail with :data:`CRASH_REASON`)."""
+def _pooled(jobs: Sequence[SlideJob], config: TileSection, workers: int, in_flight: list[SlideJob] | None,
+            not_started: list[SlideJob] | None) -> Iterator[TileOutcome]:
+    """Tile ``jobs`` in a pool of ``workers`` processes until they are done or a worker dies. Then the jobs
+    that had started and not finished go to ``in_flight`` and the others to ``not_started`` (with
+    ``in_flight`` None: a job lost to a dying worker fails with :data:`CRASH_REASON`)."""
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
+    started = context.SimpleQueue()  # slide_ids, put by a worker as it starts one
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(started,))
     try:
-        pending: dict[Future, SlideJob] = {pool.submit(tile_one_slide, job, config): job for job in jobs}
+        pending: dict[Future, SlideJob] = {pool.submit(_run, job, config): job for job in jobs}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
             for future in done:
                 job = pending.pop(future)
                 try:
                     yield future.result()
                 except BrokenProcessPool:
-                    if suspects is None:
-                        yield TileOutcome(job, None, CRASH_REASON, 0.0)
-                    else:
-                        suspects.append(job)
+                    pending[future] = job
+                    broken = True
+            if broken:
+                for future in [f for f in pending if f.done() and f.exception() is None]:  # finished meanwhile
+                    yield future.result()
+                    del pending[future]
+                break
+        if pending and in_flight is None:
+            for job in pending.values():
+                yield TileOutcome(job, None, CRASH_REASON, 0.0)
+        elif pending:
+            began = set()
+            while not started.empty():
+                began.add(started.get())
+            for job in pending.values():
+                (in_flight if job.slide_id in began else not_started).append(job)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels the pool and reports once."""
+_started = None  # in a worker: the queue of slide_ids started (set by _init_worker)
+
+
+def _init_worker(started) -> None:
+    """Workers leave Ctrl-C to the parent, which cancels the pool and reports once; they say which slide they
+    start on ``started``."""
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _started = started
+
+
+def _run(job: SlideJob, config: TileSection) -> TileOutcome:
+    """:func:`tile_one_slide` in a worker, announced on the started queue first."""
+    _started.put(job.slide_id)
+    return tile_one_slide(job, config)

@@ -79,3 +79,20 @@ def check_slides_unchanged(tiles, slide_ids: list[str]) -> None:
             changed.append(f"{slide_id} ({path})")
     if changed:
         raise StaleInputError(f"slide files changed since they were tiled: {_few(changed)}; re-run `slidemil tile`")
+
+
+def upstream_hint(params: dict, key: str, value: str, upstream: str, suffix: str = "") -> str:
+    """A hint for a missing input ``key`` (e.g. ``extract.tiles``) whose ``value`` is not where the params say
+    the stage before writes (``upstream``, e.g. ``tile.output``, plus ``suffix``); "" when they agree.
+
+    The defaults are fixed paths under ``data/`` (as dvc.yaml expects); a changed output of one stage is not
+    followed by the next stage's input.
+    """
+    section, _, name = upstream.partition(".")
+    written = (params.get(section) or {}).get(name)
+    if not written:
+        return ""
+    expected = str(Path(written) / suffix) if suffix else str(written)
+    if Path(expected) == Path(value):
+        return ""
+    return f"; {upstream} is {written!r}: set {key}: {expected} (or change {upstream} back)"

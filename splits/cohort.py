@@ -25,14 +25,17 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     as float (NaN where blank). The 1-based CSV line number of each row is kept in ``row``.
 
     Raises:
-        CohortError: file missing, no ``slide_id``/``path`` column, blank or duplicate ``slide_id``,
+        CohortError: file missing or empty, no ``slide_id``/``path`` column, blank or duplicate ``slide_id``,
             blank ``path``, blank ``patient_id``, non-numeric ``mpp``, one slide file listed under two
             patients. Two rows of the same patient pointing to one file are logged as a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise CohortError(f"cohort table {path} not found; set `cohort:` in params.yaml to your CSV")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise CohortError(f"{path} is empty: write a header row (slide_id,path,…) and one row per slide") from None
     table.columns = [c.strip() for c in table.columns]
     for column in ("slide_id", "path"):
         if column not in table.columns:

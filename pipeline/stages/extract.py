@@ -57,7 +57,10 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         return 0
     stain = _stain_norm(section)
     if not (Path(section.tiles) / "manifest.csv").is_file():  # checked before the encoder's weights load
-        raise StoreError(f"no tiles at {section.tiles}: run `slidemil tile` first")
+        from slidemil.pipeline.preflight import upstream_hint
+
+        raise StoreError(f"no tiles at {section.tiles}: run `slidemil tile` first"
+                         + upstream_hint(params, "extract.tiles", section.tiles, "tile.output"))
 
     import pandas as pd
     from tqdm import tqdm

@@ -100,6 +100,11 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         raise ParamsError("params.yaml has no `cohort:` (path to the cohort CSV)")
 
     output = Path(section.output)
+    if section.require_features:  # stale inputs are refused before the old splits are touched: their own
+        for key, stage in (("tiles_manifest", "tile"), ("features_manifest", "extract")):  # check names the stage
+            path = getattr(section, key)
+            if path and Path(path).is_file():
+                provenance.check_chain(path, stage)
     if output.is_file():
         provenance.begin(output, "split")  # a failing run must not leave the old splits looking current
     cohort = load_cohort(params["cohort"])
@@ -115,18 +120,21 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
             path = getattr(section, key)
             if path:
                 table = read_manifest(path)
-                if table is not None:
-                    provenance.check_chain(path, "tile" if key == "tiles_manifest" else "extract")
                 if table is None:
                     log.warning("split.%s %s does not exist; not checked", key, path)
                 else:
                     manifests[path] = table
         if not manifests:
+            from slidemil.pipeline.preflight import upstream_hint
+
             raise StoreError(
                 "split.require_features is true but no tiles/features manifest exists "
                 f"({section.tiles_manifest!r}, {section.features_manifest!r}); run `slidemil extract` first, "
                 "or set split.require_features=false to split the whole cohort (training then checks the "
                 "features with the leakage guard)"
+                + upstream_hint(params, "split.tiles_manifest", section.tiles_manifest, "tile.output", "manifest.csv")
+                + upstream_hint(params, "split.features_manifest", section.features_manifest, "extract.output",
+                                "manifest.csv")
             )
         check_ids_match(slides["slide_id"].tolist(), manifests)
         failed = feature_exclusions(slides["slide_id"].tolist(), manifests)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from slidemil.core import provenance
-from slidemil.core.errors import ParamsError
+from slidemil.core.errors import CohortError, ParamsError
 from slidemil.core.params import read_section
 from slidemil.extract.sections import TileSection
 from slidemil.pipeline.preflight import failure_verdict
@@ -57,6 +57,8 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     if not params.get("cohort"):
         raise ParamsError("params.yaml has no `cohort:` (path to the cohort table)")
     cohort = load_cohort(params["cohort"])
+    if not len(cohort):
+        raise CohortError(f"{params['cohort']} lists no slides (only a header row): add one row per slide")
     root = Path(cfg.output)
     root.mkdir(parents=True, exist_ok=True)
     provenance.begin(root / MANIFEST, "tile")  # an interrupted run leaves a manifest marked stale
@@ -94,7 +96,9 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
     n_patches = sum(r["n_patches"] for r in done if r["status"] == "ok")
     fails, verdict = failure_verdict(counts, cfg.fail_if, "tile.fail_if")
     log.log(logging.ERROR if fails else logging.INFO, "tile: %s; %d patches → %s", verdict, n_patches, root)
-    return 1 if fails or (done and not counts["ok"]) else 0
+    if not fails and not counts["ok"]:
+        log.error("tile: no slide has patches to encode; see the reason of each in %s", root / MANIFEST)
+    return 1 if fails or not counts["ok"] else 0
 
 
 #: the manifest is rewritten at most this often while slides finish (and always at the end): rewriting it

@@ -293,3 +293,19 @@ def test_device_preprocessing_matches_pil_reference(svs, kit):
     pil = torch.stack([PilPreprocess(spec)(Image.fromarray(p)) for p in patches]).flatten(1)
     device = prepare_batch(torch.from_numpy(patches), spec, "cpu").flatten(1)
     assert torch.nn.functional.cosine_similarity(pil, device, dim=1).min() >= 0.999
+
+
+def test_missing_tiles_name_where_tile_wrote_them(tmp_path, monkeypatch):
+    from slidemil.core.errors import StoreError
+
+    monkeypatch.chdir(tmp_path)
+    from slidemil.pipeline.stages import extract as stage
+
+    params = {"tile": {"output": str(tmp_path / "tiles")},
+              "extract": {"encoder": "tiny_test", "device": "cpu", "output": str(tmp_path / "features")}}
+    with pytest.raises(StoreError, match=r"no tiles at data/tiles: run `slidemil tile` first; tile.output is "
+                                         r".*tiles': set extract.tiles: .*tiles \(or change tile.output back\)"):
+        stage.run(params, argparse.Namespace(list_encoders=False, force=False))
+    params["extract"]["tiles"] = str(tmp_path / "tiles")
+    with pytest.raises(StoreError, match=r"run `slidemil tile` first$"):  # the same folder: no hint
+        stage.run(params, argparse.Namespace(list_encoders=False, force=False))

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from slidemil.core.errors import ParamsError
+from slidemil.core.errors import CohortError, ParamsError
 from slidemil.core.params import read_section
 from slidemil.extract.sections import TileSection
 from slidemil.extract.slide import open_slide
@@ -149,10 +150,23 @@ def test_fault_cases_do_not_stop_the_cohort(tmp_path, real_data):
     assert code == 1
 
 
-def test_exit_status_when_no_slide_succeeds(tmp_path):
+def test_exit_status_when_no_slide_succeeds(tmp_path, real_data, caplog):
     rows = [{"slide_id": "a", "path": str(tmp_path / "gone.svs"), "patient_id": "a", "mpp": ""}]
     code, manifest = _run(tmp_path, rows)
     assert code == 1 and manifest.loc["a", "status"] == "failed"
+    small = [{"slide_id": "s", "path": str(real_data / REAL["os1_crop"]), "patient_id": "s", "mpp": ""}]
+    (tmp_path / "small").mkdir()
+    (tmp_path / "empty").mkdir()
+    with caplog.at_level(logging.ERROR, logger="slidemil.tile"):
+        code, manifest = _run(tmp_path / "small", small)  # skipped only: within fail_if, but nothing to encode
+    assert code == 1 and manifest.loc["s", "status"] == "skipped"
+    assert any("no slide has patches to encode" in r.getMessage() for r in caplog.records)
+    (tmp_path / "empty" / "cohort.csv").write_text("slide_id,path,patient_id\n")
+    with pytest.raises(CohortError, match="lists no slides"):
+        tile.run({"cohort": str(tmp_path / "empty" / "cohort.csv")}, argparse.Namespace(force=False))
+    (tmp_path / "empty" / "cohort.csv").write_text("")
+    with pytest.raises(CohortError, match="is empty: write a header row"):
+        tile.run({"cohort": str(tmp_path / "empty" / "cohort.csv")}, argparse.Namespace(force=False))
 
 
 @pytest.mark.parametrize(("key", "value", "must_be"), [

@@ -2,6 +2,7 @@
 process fails alone."""
 
 import faulthandler
+import logging
 import os
 import signal
 import sys
@@ -43,7 +44,7 @@ def test_workers_give_what_one_process_gives(jobs):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the crash is planted through fork")
-def test_a_slide_that_kills_its_process_fails_alone(jobs, monkeypatch):
+def test_a_slide_that_kills_its_process_fails_alone(jobs, monkeypatch, caplog):
     real = tiling_pool.tile_slide
 
     def crashing(path, config, mpp_override=None):
@@ -53,7 +54,15 @@ def test_a_slide_that_kills_its_process_fails_alone(jobs, monkeypatch):
         return real(path, config, mpp_override)
 
     monkeypatch.setattr(tiling_pool, "tile_slide", crashing)  # forked workers inherit the patch
-    outcomes = {o.job.slide_id: o for o in tile_slides(jobs, CONFIG, workers=2)}
+    first = [jobs[-1], *jobs[:-1]]  # the crash comes first: slides not started yet go on in a new pool
+    with caplog.at_level(logging.WARNING, logger="slidemil.tile"):
+        outcomes = {o.job.slide_id: o for o in tile_slides(first, CONFIG, workers=2)}
+    died = [r.getMessage() for r in caplog.records if "a tiling process died" in r.getMessage()]
+    assert len(died) == 1 and "svs-coarse" in died[0]  # one line; only the slides in flight run alone
+    retried = died[0].split("while tiling ")[1].split(";")[0].split(", ")
+    assert len(retried) <= 2  # at most one slide per worker was in flight
+    others = int(died[0].split("the other ")[1].split(" ")[0])  # not started: a new pool, not one by one
+    assert 1 <= others <= len(jobs) - len(retried)
     assert sorted(outcomes) == sorted(j.slide_id for j in jobs)
     assert outcomes["svs-coarse"].result is None and outcomes["svs-coarse"].reason == CRASH_REASON
     assert all(outcomes[s].result is not None for s in ("svs", "pyramid", "ome"))
