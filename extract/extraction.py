@@ -160,7 +160,9 @@ def run_slide(
     t_start = time.perf_counter()
     row: dict[str, Any] = {"slide_id": job.slide_id, "status": "skipped", "reason": "", "n_patches": 0}
     if job.tile_status not in ("ok", "no_tissue"):
-        row["reason"] = f"tiling status {job.tile_status}: {job.tile_reason}".rstrip(": ")
+        from slidemil.extract.tiles import RESUMED
+
+        row["reason"] = f"tiling status {job.tile_status}: {job.tile_reason.removeprefix(RESUMED)}".rstrip(": ")
         return row
     try:
         coords, tile_attrs = _load_tiles(open_tiles(config.tiles), job.slide_id)

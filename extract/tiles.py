@@ -29,6 +29,7 @@ QC_DIR = "qc"
 MANIFEST_COLUMNS = ["slide_id", "status", "reason", "mpp", "mpp_source", "level", "n_patches", "tissue_mm2",
                     "tissue_method", "seconds"]
 STATUSES = ("ok", "no_tissue", "failed", "skipped")
+RESUMED = "up to date (resumed): "  # prefix of the manifest reason of a slide whose tiles were kept
 
 
 def write_slide_tiles(root: str | Path, slide_id: str, coords: np.ndarray, tissue_fraction: np.ndarray,

@@ -1,9 +1,9 @@
 """Heatmaps of any slide of any feature store (training or deploy), from the stored features alone.
 
-For each slide (``--slides``, heatmap.slides, or every slide of the store) every fold model of the head
+For each slide (`--slides`, heatmap.slides, or every slide of the store) every fold model of the head
 (train.models, or an MLflow URI in heatmap.model_uri) scores each patch: attention as a percentile within
 the slide and, for heads with an instance classifier (CLAM, DSMIL, mean/max MLP), a score per class,
-averaged over the fold models. Nothing is re-tiled or re-encoded. Writes under ``<heatmap.output>/<head>/``:
+averaged over the fold models. Nothing is re-tiled or re-encoded. Writes under `<heatmap.output>/<head>/`:
 
   <slide>.png               attention percentiles over the thumbnail: colour bar, scale bar, prediction + label
   <slide>.score_<class>.png instance scores of each class (heads with an instance classifier)

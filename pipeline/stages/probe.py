@@ -52,8 +52,12 @@ class ProbeSection(Section):
 
         unknown = [n for n in [*self.probes, *self.probe_kwargs] if n not in PROBES]
         if unknown:
-            raise ParamsError(f"probe.probes / probe.probe_kwargs name unknown probe(s) {unknown}; registered: "
-                              f"{', '.join(PROBES.names())}")
+            import difflib
+
+            close = {n: difflib.get_close_matches(n, PROBES.names(), n=1) for n in unknown}
+            hints = "".join(f"; did you mean {c[0]!r} for {n!r}?" for n, c in close.items() if c)
+            raise ParamsError(f"probe.probes / probe.probe_kwargs name unknown probe(s) {unknown}{hints} "
+                              f"(registered: {', '.join(PROBES.names())})")
         for name, kwargs in self.probe_kwargs.items():
             probe_options(name, kwargs)
         return self

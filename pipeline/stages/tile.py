@@ -115,13 +115,14 @@ def resumed_row(job, cfg: TileSection, store) -> dict[str, Any] | None:
     """The manifest row of a slide whose tiles are current (same file fingerprint and tile params digest),
     from its stored attrs; None when it must be tiled (or its file is missing: tiling then says so)."""
     from slidemil.core.hashing import file_fingerprint
+    from slidemil.extract.tiles import RESUMED
 
     if not job.path.is_file() or not store.is_current(job.slide_id, job.path, file_fingerprint(job.path),
                                                       cfg.digest(job.mpp_override)):
         return None
     attrs = store.attrs(job.slide_id)
     row = _empty_row(job.slide_id)
-    row.update(status=attrs["status"], reason=f"up to date (resumed): {attrs['reason']}", mpp=attrs["mpp"],
+    row.update(status=attrs["status"], reason=RESUMED + attrs["reason"], mpp=attrs["mpp"],
                mpp_source=attrs["mpp_source"], level=attrs["level"], n_patches=attrs["n_patches"],
                tissue_mm2=attrs["tissue_mm2"], tissue_method=attrs["tissue"].get("method_used", ""))
     return row

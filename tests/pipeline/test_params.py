@@ -152,7 +152,7 @@ def test_whole_number_floats_as_dvc_writes_them_and_strict_booleans(tmp_path):
 @pytest.mark.parametrize("override,match", [
     ("probe.probe_kwargs.knn.k=3", r"unknown params key 'probe\.probe_kwargs\.knn\.k'; known keys: n_neighbors"),
     ("probe.probe_kwargs.linear.c_grid=[0.1, -1]", r"'probe\.probe_kwargs\.linear\.c_grid' must be greater than 0, got -1"),
-    ("probe.probe_kwargs.lineer.c_grid=[1]", r"unknown probe\(s\) \['lineer'\]"),
+    ("probe.probe_kwargs.lineer.c_grid=[1]", r"unknown probe\(s\) \['lineer'\]; did you mean 'linear'"),
     ("probe.probes=[linear, svm]", r"unknown probe\(s\) \['svm'\]"),
     ("split.seeds=[1, 1]", "distinct"),
 ])
