@@ -164,6 +164,9 @@ class BagLayouts:
     def load_zarr(self, sid: str):
         return self.store.load(sid)
 
+    def load_zarr_features(self, sid: str):
+        return self.store.load_features(sid)
+
     def load_h5(self, sid: str, name: str = "clam"):
         import h5py
 
@@ -195,25 +198,28 @@ def interleaved(runs: dict[str, Callable[[], object]], rounds: int,
 def bench_bags(folder: Path, n_epoch_bags: int, epochs: int) -> dict[str, float]:
     """One 10,000 x 512 bag per layout (best of 7, page cache warm), then a multi-bag epoch: ``n_epoch_bags``
     bags of 1,000–8,000 x 512 in a random order, warm and cold (page cache evicted), per layout.
-    Each layout loads what its trainer loads: Zarr and h5 features + coords, CLAM's .pt the features."""
+    Each layout loads what its trainer loads: Zarr and h5 features + coords, CLAM's .pt the features; and the
+    Zarr features alone (what slidemil's probes, zero-shot and deploy read)."""
     rng = np.random.default_rng(0)
     one = BagLayouts(folder / "one", {"bag": (rng.normal(size=(10_000, 512)).astype(np.float32),
                                               rng.integers(0, 100_000, size=(10_000, 2)))},
                      (("clam", 32), ("trident", 1)))
     assert np.array_equal(one.load_zarr("bag")[0], one.load_h5("bag")[0])
     assert np.array_equal(one.load_zarr("bag")[0], one.load_pt("bag").numpy())
-    t = interleaved({"zarr": lambda: one.load_zarr("bag"), "clam_pt": lambda: one.load_pt("bag"),
-                     "clam_h5": lambda: one.load_h5("bag")}, 11)
+    t = interleaved({"zarr": lambda: one.load_zarr("bag"), "zarr_features": lambda: one.load_zarr_features("bag"),
+                     "clam_pt": lambda: one.load_pt("bag"), "clam_h5": lambda: one.load_h5("bag")}, 11)
     t["trident_h5"] = wall(lambda: one.load_h5("bag", "trident"), 3)
     out = {f"bag_load_ms_{k}": v * 1000 for k, v in t.items()}
     out.update({f"bag_load_speedup_vs_{k}": t[k] / t["zarr"] for k in ("clam_pt", "clam_h5", "trident_h5")})
+    out["bag_load_speedup_features_only_vs_clam_pt"] = t["clam_pt"] / t["zarr_features"]
 
     sizes = rng.integers(1_000, 8_001, size=n_epoch_bags)
     bags = {f"s{i:03d}": (rng.normal(size=(n, 512)).astype(np.float32), rng.integers(0, 100_000, size=(n, 2)))
             for i, n in enumerate(sizes)}
     many = BagLayouts(folder / "many", bags)
     order = list(rng.permutation(list(bags)))
-    loaders = {"zarr": many.load_zarr, "clam_pt": many.load_pt, "clam_h5": many.load_h5}
+    loaders = {"zarr": many.load_zarr, "zarr_features": many.load_zarr_features, "clam_pt": many.load_pt,
+               "clam_h5": many.load_h5}
     for cache, rounds in (("warm", 3), ("cold", 2)):
         epochs_of = {name: (lambda load=load: [load(sid) for sid in order]) for name, load in loaders.items()}
         seconds = interleaved(epochs_of, rounds, many.evict if cache == "cold" else None)
@@ -221,6 +227,7 @@ def bench_bags(folder: Path, n_epoch_bags: int, epochs: int) -> dict[str, float]
             out[f"epoch_read_seconds_{cache}_{name}"] = seconds[name]
         for name in ("clam_pt", "clam_h5"):
             out[f"epoch_read_speedup_{cache}_vs_{name}"] = seconds[name] / seconds["zarr"]
+        out[f"epoch_read_speedup_{cache}_features_only_vs_clam_pt"] = seconds["clam_pt"] / seconds["zarr_features"]
     # slidemil's train stage reads every bag once per stage (pipeline/stages/train.py `_load_bags`) and trains
     # all folds and epochs from RAM; CLAM's MIL dataset reads each bag's .pt in __getitem__, every epoch.
     out["epoch_bags"] = n_epoch_bags
@@ -301,11 +308,16 @@ def main() -> None:
                            ("trident_h5", "HDF5 TRIDENT (1-row chunks)")):
             rows.append(("load 10k x 512 bag (ms)", "Zarr store", r["bag_load_ms_zarr"], label,
                          r[f"bag_load_ms_{key}"], r[f"bag_load_speedup_vs_{key}"]))
+        rows.append(("load 10k x 512 bag (ms)", "Zarr, features only", r["bag_load_ms_zarr_features"],
+                     "CLAM .pt (torch.save)", r["bag_load_ms_clam_pt"], r["bag_load_speedup_features_only_vs_clam_pt"]))
         for cache in ("warm", "cold"):
             for key, label in (("clam_pt", "CLAM .pt"), ("clam_h5", "HDF5 CLAM")):
                 rows.append((f"epoch read, {r['epoch_bags']} bags, {cache} (s)", "Zarr store",
                              r[f"epoch_read_seconds_{cache}_zarr"], label, r[f"epoch_read_seconds_{cache}_{key}"],
                              r[f"epoch_read_speedup_{cache}_vs_{key}"]))
+            rows.append((f"epoch read, {r['epoch_bags']} bags, {cache} (s)", "Zarr, features only",
+                         r[f"epoch_read_seconds_{cache}_zarr_features"], "CLAM .pt",
+                         r[f"epoch_read_seconds_{cache}_clam_pt"], r[f"epoch_read_speedup_{cache}_features_only_vs_clam_pt"]))
         e = args.epochs
         rows.append((f"bag loading, {e} MIL epochs (s)", "read once (train stage)", r[f"loading_seconds_{e}_epochs_slidemil"],
                      "CLAM .pt every epoch", r[f"loading_seconds_{e}_epochs_clam_pt"],

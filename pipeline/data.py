@@ -41,6 +41,14 @@ class MethodData:
         parts = [self.store.load(sid) for sid in self.members[unit]]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    def load_features(self, unit: str) -> Any:
+        """Patch features ``[N, D]`` of a unit (as :meth:`load`, without reading the coords)."""
+        import numpy as np
+
+        if not self.members:
+            return self.store.load_features(unit)
+        return np.concatenate([self.store.load_features(sid) for sid in self.members[unit]])
+
 
 def features_path(configured: str, params: Mapping[str, Any]) -> str:
     """The feature store to read: ``configured``, else ``<extract.output>/<extract.encoder>.zarr`` (as ``train``)."""

@@ -241,7 +241,7 @@ def _deploy_head(head, fold_models, params, section, cohort, cohort_path, splits
     task = load_task(params)
     labels = [str(by_id.at[s, task.label]) if task.label in by_id.columns else "" for s in slide_ids]
     labels = [lab if lab in classes else "" for lab in labels]
-    bags = [Bag(s, torch.from_numpy(np.ascontiguousarray(store.load(s)[0], dtype=np.float32)), 0) for s in slide_ids]
+    bags = [Bag(s, torch.from_numpy(np.ascontiguousarray(store.load_features(s), dtype=np.float32)), 0) for s in slide_ids]
     device = section.device if section.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     outputs = ensemble_predict(fold_models, bags, device, section.batch_size)  # (F, n, C)
     names = [m.name for m in fold_models]

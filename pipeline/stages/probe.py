@@ -122,7 +122,7 @@ def run(params: dict[str, Any], args: argparse.Namespace) -> int:
         raise ParamsError(f"no probe of probe.probes supports a {task.type} task; use {', '.join(fitting)}")
     data = load_method_data(features, section.splits)
     log.info("pooling %d units (%s)", len(data.slides()), section.pooling)
-    embeddings = {sid: pool_bag(data.load(sid)[0], section.pooling) for sid in data.slides()}
+    embeddings = {sid: pool_bag(data.load_features(sid), section.pooling) for sid in data.slides()}
     n_classes = len(data.classes)
     kind = kind_for(params, task, data)
     logged = {**section.model_dump(), "features": features}

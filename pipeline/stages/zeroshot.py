@@ -147,7 +147,7 @@ def _evaluate(params: dict[str, Any], section: ZeroshotSection) -> dict[str, dic
     logit_scale = float(model.logit_scale.detach().cpu())
     tested = sorted({sid for fold in data.splits["folds"] for sid in fold["test"]})
     log.info("scoring %d slides with MI-Zero top-k %s", len(tested), section.topk)
-    scores = {sid: slide_scores(data.load(sid)[0], proj, text_weights, section.topk) for sid in tested}
+    scores = {sid: slide_scores(data.load_features(sid), proj, text_weights, section.topk) for sid in tested}
 
     kind = create_task_kind(task, data)
     tracking = tracking_for(params, data, {"zeroshot": section.model_dump()})

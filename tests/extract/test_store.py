@@ -34,6 +34,7 @@ def test_roundtrip_layout_and_attrs(tmp_path):
     for sid, (f, c) in {"s1": (f1, c1), "empty": (f0, c0), "half": (f2, c2)}.items():
         features, coords = store.load(sid)
         np.testing.assert_array_equal(features, f)
+        np.testing.assert_array_equal(store.load_features(sid), f)  # without the coords: the same features
         np.testing.assert_array_equal(coords, c)
         assert features.dtype == f.dtype and coords.dtype == np.int64
         # same values as zarr's own reader
@@ -61,6 +62,8 @@ def test_incomplete_group_is_invisible(tmp_path):
     assert store.slide_ids == []
     with pytest.raises(StoreError, match="s1"):
         store.load("s1")
+    with pytest.raises(StoreError, match="s1"):
+        store.load_features("s1")
 
 
 def test_rewrite_replaces_group(tmp_path):
@@ -111,3 +114,19 @@ def test_lock_is_exclusive_and_stale_lock_of_dead_pid_is_broken(tmp_path):
     assert not SlideLock(path, stale_after=60).acquire()
     os.utime(path, (0, 0))
     assert SlideLock(path, stale_after=60).acquire()
+
+
+def test_patient_level_bags_concatenate_the_patients_slides(tmp_path):
+    from slidemil.pipeline.data import MethodData
+
+    root = tmp_path / "tiny_test.zarr"
+    fa, ca = _write(root, "a", 7)
+    fb, cb = _write(root, "b", 4)
+    data = MethodData(splits={}, store=open_features(root), classes=["x"], labels={}, patients={}, tags={},
+                      members={"p1": ["a", "b"]})
+    features, coords = data.load("p1")
+    np.testing.assert_array_equal(features, np.concatenate([fa, fb]))
+    np.testing.assert_array_equal(coords, np.concatenate([ca, cb]))
+    np.testing.assert_array_equal(data.load_features("p1"), features)
+    slide_level = MethodData(splits={}, store=open_features(root), classes=["x"], labels={}, patients={}, tags={})
+    np.testing.assert_array_equal(slide_level.load_features("b"), fb)
