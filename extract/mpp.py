@@ -39,10 +39,16 @@ _DICOM_SPACING_KEYS = (
 
 @dataclass(frozen=True)
 class MppResult:
-    """A resolved level-0 resolution: ``mpp`` in µm/px and the ``source`` it came from."""
+    """A resolved level-0 resolution: ``mpp`` in µm/px, the ``source`` it came from, and a ``note`` when an
+    override disagrees with the file's own plausible metadata ("" otherwise)."""
 
     mpp: float
     source: str
+    note: str = ""
+
+
+#: an override this many times finer or coarser than the file's own mpp is named in the slide's reason
+OVERRIDE_DISAGREES = 1.25
 
 
 def resolve_mpp(
@@ -69,7 +75,15 @@ def resolve_mpp(
                 f"cohort mpp override {override:g} µm/px is outside the plausible range {low:g}–{high:g} µm/px; "
                 "fix the `mpp` column (µm per pixel, e.g. 0.25 for 40x, 0.5 for 20x)"
             )
-        return MppResult(float(override), "override")
+        note = ""
+        try:
+            own = resolve_mpp(properties, None, plausible)
+        except SlideError:
+            own = None
+        if own is not None and max(override / own.mpp, own.mpp / override) > OVERRIDE_DISAGREES:
+            note = (f"the cohort mpp {override:g} µm/px overrides the file's {own.mpp:.4g} µm/px ({own.source}), "
+                    f"{max(override / own.mpp, own.mpp / override):.1f}x apart: check the `mpp` column")
+        return MppResult(float(override), "override", note)
     rejected: list[str] = []
     for source, reader in _SOURCES:
         try:

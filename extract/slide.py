@@ -84,7 +84,7 @@ class Slide:
     Attributes: ``path``, ``backend`` ("openslide" | "tifffile" | "image"), ``dimensions`` (W, H level 0),
     ``level_count``, ``level_dimensions`` [(W, H)], ``level_downsamples`` [float], ``mpp`` (level-0 µm/px),
     ``mpp_source`` (``override`` | ``openslide`` | ``aperio`` | ``ome`` | ``tiff`` | ``dicom`` | …),
-    ``properties`` (metadata, OpenSlide names), ``memory_budget_mb``.
+    ``mpp_note`` (why an override looks wrong; "" otherwise), ``properties`` (metadata, OpenSlide names), ``memory_budget_mb``.
     """
 
     def __init__(self, path: Path, reader, mpp_override: float | None, memory_budget_mb: float,
@@ -100,7 +100,7 @@ class Slide:
             resolved = resolve_mpp(self.properties, mpp_override, plausible_mpp)
         except SlideError as exc:
             raise SlideError(f"{path}: {exc}") from None
-        self.mpp, self.mpp_source = resolved.mpp, resolved.source
+        self.mpp, self.mpp_source, self.mpp_note = resolved.mpp, resolved.source, resolved.note
         self._levels = self._consistent_levels()  # reader level of each of this slide's levels
         self.dropped_levels = [i for i in range(len(reader.level_dimensions)) if i not in self._levels]
         self.level_dimensions: list[tuple[int, int]] = [reader.level_dimensions[i] for i in self._levels]

@@ -92,6 +92,8 @@ def tile_slide(path: str | Path, config: TileSection, mpp_override: float | None
                  f"{choice.patch_size} px; {len(coords)} of {len(candidates)} grid patches have ≥ "
                  f"{config.min_tissue_fraction:.0%} tissue ({segmentation.method} threshold "
                  f"{segmentation.threshold:.3g})"]
+        if slide.mpp_note:
+            notes.append(slide.mpp_note)
         if slide.dropped_levels:
             notes.append(f"reader levels {slide.dropped_levels} disagree in colour with level 0 and were not used")
         if overview.unreadable:

@@ -11,6 +11,10 @@ from slidemil.extract.mpp import resolve_mpp
 def test_override_wins_over_file_metadata():
     result = resolve_mpp({"openslide.mpp-x": "0.25", "openslide.mpp-y": "0.25"}, override=0.5)
     assert (result.mpp, result.source) == (0.5, "override")
+    assert result.note == ("the cohort mpp 0.5 µm/px overrides the file's 0.25 µm/px (openslide), 2.0x apart: "
+                           "check the `mpp` column")  # said in the slide's manifest reason
+    assert resolve_mpp({"openslide.mpp-x": "0.25", "openslide.mpp-y": "0.25"}, override=0.26).note == ""
+    assert resolve_mpp({}, override=0.5).note == ""  # nothing in the file to disagree with
 
 
 def test_nan_override_falls_back_to_openslide():

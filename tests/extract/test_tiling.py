@@ -24,6 +24,7 @@ def test_tile_slide_returns_everything_and_writes_nothing(svs, tmp_path, monkeyp
     assert attrs["tissue"]["method_used"] == "od" and attrs["mpp_source"] != "override"
     assert result.qc_png[:8] == b"\x89PNG\r\n\x1a\n"
     overridden = tile_slide(svs, config, mpp_override=0.25)
+    assert "overrides the file's 0.499 µm/px (openslide), 2.0x apart" in overridden.reason
     assert overridden.attrs["mpp"] == 0.25 and overridden.attrs["params_digest"] == config.digest(0.25)
     assert overridden.attrs["params_digest"] != attrs["params_digest"]
 
