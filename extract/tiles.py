@@ -112,12 +112,16 @@ class TilesStore:
         group = zarr.open_group(self._store / group_name(slide_id), mode="r")
         return np.asarray(group["coords"][:], dtype=np.int64), np.asarray(group["tissue_fraction"][:], np.float32)
 
-    def is_current(self, slide_id: str, path: str | Path, fingerprint: str, digest: str) -> bool:
-        """True when ``slide_id`` has a complete group for the same file (content fingerprint, and the same
-        ``path``, which extraction reads) and parameters (resume)."""
+    def is_current(self, slide_id: str, path: str | Path, digest: str) -> bool:
+        """True when ``slide_id`` has a complete group for the same file (the same ``path``, which extraction
+        reads, and content fingerprint) and parameters ``digest`` (resume). The file is read for its
+        fingerprint only when everything else matches."""
+        from slidemil.core.hashing import file_fingerprint
+
         attrs = self._attrs.get(slide_id)
-        return (bool(attrs) and attrs.get("slide_fingerprint") == fingerprint and attrs.get("params_digest") == digest
-                and attrs.get("slide_path") == str(Path(path).resolve()))
+        return (bool(attrs) and attrs.get("params_digest") == digest
+                and attrs.get("slide_path") == str(Path(path).resolve())
+                and attrs.get("slide_fingerprint") == file_fingerprint(path))
 
     def manifest(self) -> pd.DataFrame:
         """``manifest.csv`` as a DataFrame (``slide_id`` as text); raises StoreError when it is missing."""

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -105,26 +105,28 @@ def tile_slides(jobs: Sequence[SlideJob], config: TileSection, workers: int) -> 
         return
     todo = list(jobs)
     while todo:
-        in_flight: list[SlideJob] = []
-        not_started: list[SlideJob] = []
-        yield from _pooled(todo, config, workers, in_flight, not_started)
+        in_flight, not_started = yield from _pooled(todo, config, workers)
         if in_flight:
             log.warning("a tiling process died while tiling %s; tiling %s again one per process, the other %d "
                         "slide(s) go on in parallel", ", ".join(j.slide_id for j in in_flight),
                         "it" if len(in_flight) == 1 else "them", len(not_started))
         for job in in_flight:
-            yield from _pooled([job], config, 1, None, None)
+            died, never_started = yield from _pooled([job], config, 1)
+            if died or never_started:  # alone in its process and it died again: this slide is the culprit
+                yield TileOutcome(job, None, CRASH_REASON, 0.0)
         todo = not_started
 
 
-def _pooled(jobs: Sequence[SlideJob], config: TileSection, workers: int, in_flight: list[SlideJob] | None,
-            not_started: list[SlideJob] | None) -> Iterator[TileOutcome]:
-    """Tile ``jobs`` in a pool of ``workers`` processes until they are done or a worker dies. Then the jobs
-    that had started and not finished go to ``in_flight`` and the others to ``not_started`` (with
-    ``in_flight`` None: a job lost to a dying worker fails with :data:`CRASH_REASON`)."""
+def _pooled(jobs: Sequence[SlideJob], config: TileSection,
+            workers: int) -> Generator[TileOutcome, None, tuple[list[SlideJob], list[SlideJob]]]:
+    """Tile ``jobs`` in a pool of ``workers`` processes until they are done or a worker dies; yields the
+    outcomes and returns the jobs lost to a dying worker as ``(in_flight, not_started)``: those that had
+    started and not finished, and the others."""
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     started = context.SimpleQueue()  # slide_ids, put by a worker as it starts one
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(started,))
+    in_flight: list[SlideJob] = []
+    not_started: list[SlideJob] = []
     try:
         pending: dict[Future, SlideJob] = {pool.submit(_run, job, config): job for job in jobs}
         while pending:
@@ -142,17 +144,14 @@ def _pooled(jobs: Sequence[SlideJob], config: TileSection, workers: int, in_flig
                     yield future.result()
                     del pending[future]
                 break
-        if pending and in_flight is None:
-            for job in pending.values():
-                yield TileOutcome(job, None, CRASH_REASON, 0.0)
-        elif pending:
-            began = set()
-            while not started.empty():
-                began.add(started.get())
-            for job in pending.values():
-                (in_flight if job.slide_id in began else not_started).append(job)
+        began = set()
+        while pending and not started.empty():
+            began.add(started.get())
+        for job in pending.values():
+            (in_flight if job.slide_id in began else not_started).append(job)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return in_flight, not_started
 
 
 _started = None  # in a worker: the queue of slide_ids started (set by _init_worker)

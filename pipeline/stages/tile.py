@@ -114,11 +114,9 @@ def _empty_row(slide_id: str) -> dict[str, Any]:
 def resumed_row(job, cfg: TileSection, store) -> dict[str, Any] | None:
     """The manifest row of a slide whose tiles are current (same file fingerprint and tile params digest),
     from its stored attrs; None when it must be tiled (or its file is missing: tiling then says so)."""
-    from slidemil.core.hashing import file_fingerprint
     from slidemil.extract.tiles import RESUMED
 
-    if not job.path.is_file() or not store.is_current(job.slide_id, job.path, file_fingerprint(job.path),
-                                                      cfg.digest(job.mpp_override)):
+    if not job.path.is_file() or not store.is_current(job.slide_id, job.path, cfg.digest(job.mpp_override)):
         return None
     attrs = store.attrs(job.slide_id)
     row = _empty_row(job.slide_id)
